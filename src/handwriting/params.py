@@ -1,0 +1,169 @@
+"""A typed view of params.yaml: one small dataclass per section.
+
+Unknown or missing keys are errors that name the key, so a typo in params.yaml (or in a
+``dvc exp run -S`` override) fails loudly instead of silently using a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from handwriting.imaging import PreprocessSettings
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, malformed, or holds an unknown or invalid value."""
+
+
+@dataclass(frozen=True)
+class Base:
+    seed: int
+    image_size: int
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    margin: float
+    max_pixels: int
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    per_class: int
+    per_class_overrides: dict[str, int]
+    styles: list[str]
+    invert_probability: float
+    canvas_sizes: list[int]
+
+
+@dataclass(frozen=True)
+class Raw:
+    source: str
+    folder: str
+    synthetic: Synthetic
+
+
+@dataclass(frozen=True)
+class Balance:
+    per_class: int | None
+
+
+@dataclass(frozen=True)
+class Augment:
+    copies: int
+    rotation_degrees: float
+    translation: float
+    scale: float
+    shear: float
+    elastic_alpha: float
+    thickness_probability: float
+    noise_std: float
+
+
+@dataclass(frozen=True)
+class Split:
+    train: float
+    val: float
+    test: float
+
+
+@dataclass(frozen=True)
+class Params:
+    base: Base
+    preprocess: Preprocess
+    raw: Raw = field(default=None)  # type: ignore[assignment]
+    balance: Balance = field(default=None)  # type: ignore[assignment]
+    augment: Augment = field(default=None)  # type: ignore[assignment]
+    split: Split = field(default=None)  # type: ignore[assignment]
+
+    @property
+    def preprocessing(self) -> PreprocessSettings:
+        """The settings of the shared preprocessing."""
+        return PreprocessSettings(image_size=self.base.image_size, margin=self.preprocess.margin,
+                                  max_pixels=self.preprocess.max_pixels)
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ParamsError(f"params.yaml: '{where or 'the file'}' must be a mapping, "
+                          f"got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        names = ", ".join(f"{where}.{key}" if where else key for key in unknown)
+        raise ParamsError(f"params.yaml: unknown key(s) {names}; known keys here: "
+                          f"{', '.join(fields)}")
+    built = {}
+    for name, spec in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name not in values:
+            if spec.default is None:
+                built[name] = None
+                continue
+            raise ParamsError(f"params.yaml: missing key '{key}'")
+        value = values[name]
+        kind = spec.type if isinstance(spec.type, type) else _TYPES.get(spec.type)
+        if dataclasses.is_dataclass(kind):
+            built[name] = _build(kind, value, key)
+        else:
+            built[name] = _check_scalar(value, spec.type, key)
+    return cls(**built)
+
+
+_TYPES: dict[str, type] = {
+    "Base": Base, "Preprocess": Preprocess, "Synthetic": Synthetic, "Raw": Raw,
+    "Balance": Balance, "Augment": Augment, "Split": Split,
+}
+
+
+def _check_scalar(value: Any, annotation: str, key: str) -> Any:
+    def fail(expected: str) -> ParamsError:
+        return ParamsError(f"params.yaml: '{key}' must be {expected}, got {value!r}")
+
+    if annotation == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+    elif annotation == "int | None":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise fail("an integer or null")
+    elif annotation == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail("a number")
+        value = float(value)
+    elif annotation == "str":
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise fail("a string")
+    elif annotation == "list[str]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise fail("a list of strings")
+    elif annotation == "list[int]":
+        if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+            raise fail("a list of integers")
+    elif annotation == "dict[str, int]":
+        value = value or {}
+        if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
+            raise fail("a mapping of letters to integers")
+    return value
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml. Sections a stage does not need may be absent."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found; run from the repository root or pass --params")
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    params = _build(Params, values or {}, "")
+    if not 8 <= params.base.image_size <= 512:
+        raise ParamsError(f"params.yaml: base.image_size must be between 8 and 512, "
+                          f"got {params.base.image_size}")
+    return params

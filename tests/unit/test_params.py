@@ -1,0 +1,55 @@
+"""params.yaml: the real file loads; typos and wrong types fail loudly, naming the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from handwriting.params import ParamsError, load_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_repository_params_load():
+    params = load_params(REPO / "params.yaml")
+    assert params.raw.source == "synthetic"
+    assert params.preprocessing.image_size == params.base.image_size
+    assert params.raw.synthetic.per_class_overrides["r"] == 2 * params.raw.synthetic.per_class
+
+
+def write(tmp_path, change):
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    change(values)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    path = write(tmp_path, lambda v: v["augment"].update(copeis=3))
+    with pytest.raises(ParamsError, match=r"unknown key\(s\) augment\.copeis"):
+        load_params(path)
+
+
+def test_missing_key_names_the_key(tmp_path):
+    path = write(tmp_path, lambda v: v["split"].pop("val"))
+    with pytest.raises(ParamsError, match="missing key 'split.val'"):
+        load_params(path)
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    path = write(tmp_path, lambda v: v["base"].update(seed="forty-two"))
+    with pytest.raises(ParamsError, match="'base.seed' must be an integer"):
+        load_params(path)
+
+
+def test_missing_file_says_where_to_run(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_sections_a_stage_does_not_need_may_be_absent(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("base: {seed: 1, image_size: 32}\npreprocess: {margin: 0.1, max_pixels: 100}\n")
+    params = load_params(path)
+    assert params.raw is None and params.base.seed == 1
