@@ -1,0 +1,96 @@
+"""Random variants of a preprocessed letter: rotation, translation and scaling (the seed's
+three) plus shear, elastic distortion, stroke thickness and noise.
+
+Rotation, shear, stretch, elastic distortion and thickness are applied on a canvas twice the
+image's size, so no stroke is cut off, and the result goes back through the shared crop/pad/resize
+(:func:`handwriting.imaging.fit_to_square`): a variant is framed exactly as the preprocessing
+would frame a letter drawn that way. Translation comes last, in the final frame, standing for
+the imperfect framing of real inputs (a stray mark widening the bounding box). A uniform scale
+would be undone by the reframing, so ``scale`` stretches width and height independently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from handwriting.imaging import ImageError, fit_to_square
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Ranges of the random transformations (the ``augment`` params)."""
+
+    rotation_degrees: float = 12.0
+    translation: float = 0.06
+    scale: float = 0.12
+    shear: float = 0.2
+    elastic_alpha: float = 0.03
+    thickness_probability: float = 0.3
+    noise_std: float = 0.0
+    margin: float = 0.08
+
+
+def _geometric(canvas: np.ndarray, rng: np.random.Generator, s: AugmentSettings) -> np.ndarray:
+    size = canvas.shape[0]
+    centre = size / 2.0
+    angle = np.deg2rad(rng.uniform(-s.rotation_degrees, s.rotation_degrees))
+    shear = rng.uniform(-s.shear, s.shear)
+    stretch_x, stretch_y = 1.0 + rng.uniform(-s.scale, s.scale, size=2)
+    cos, sin = np.cos(angle), np.sin(angle)
+    linear = np.array([[cos, -sin], [sin, cos]]) @ np.array([[1.0, shear], [0.0, 1.0]]) \
+        @ np.diag([stretch_x, stretch_y])
+    offset = np.array([centre, centre]) - linear @ np.array([centre, centre])
+    matrix = np.hstack([linear, offset[:, None]]).astype(np.float32)
+    return cv2.warpAffine(canvas, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _elastic(canvas: np.ndarray, rng: np.random.Generator, alpha: float) -> np.ndarray:
+    size = canvas.shape[0]
+    # Smooth random displacement: coarse noise upsampled, so the strokes bend rather than jitter.
+    coarse = rng.uniform(-1.0, 1.0, size=(2, 5, 5)).astype(np.float32)
+    dx, dy = (cv2.resize(c, (size, size), interpolation=cv2.INTER_CUBIC) * alpha * size
+              for c in coarse)
+    grid_x, grid_y = np.meshgrid(np.arange(size, dtype=np.float32),
+                                 np.arange(size, dtype=np.float32))
+    return cv2.remap(canvas, grid_x + dx, grid_y + dy, interpolation=cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _thickness(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    if rng.random() < 0.5:
+        return cv2.dilate(canvas, kernel)
+    thinner = cv2.erode(canvas, kernel)
+    # A thin pen would vanish: keep the original stroke rather than lose the letter.
+    return thinner if (thinner > 0.5).sum() >= 0.3 * (canvas > 0.5).sum() else canvas
+
+
+def augment_image(image: np.ndarray, rng: np.random.Generator,
+                  settings: AugmentSettings) -> np.ndarray:
+    """One random variant of a preprocessed image (float in [0, 1], ink = 1, square).
+
+    Returns an image of the same shape, quantised to 1/255 steps like the preprocessing output.
+    """
+    size = image.shape[0]
+    canvas = cv2.copyMakeBorder(image.astype(np.float32), size // 2, size // 2, size // 2,
+                                size // 2, cv2.BORDER_CONSTANT, value=0)
+    canvas = _geometric(canvas, rng, settings)
+    if settings.elastic_alpha > 0:
+        canvas = _elastic(canvas, rng, settings.elastic_alpha)
+    if rng.random() < settings.thickness_probability:
+        canvas = _thickness(canvas, rng)
+    try:
+        framed = fit_to_square(canvas, size, margin=settings.margin)
+    except ImageError:  # the transformations erased the letter: keep the original
+        framed = image.astype(np.float32)
+    shift = rng.uniform(-settings.translation, settings.translation, size=2) * size
+    matrix = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+    framed = cv2.warpAffine(framed, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if settings.noise_std > 0:
+        framed = framed + rng.normal(0.0, settings.noise_std, size=framed.shape)
+    return (np.round(np.clip(framed, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)

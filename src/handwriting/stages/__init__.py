@@ -1,0 +1,1 @@
+"""Pipeline stages: each a small module with ``main(argv)``; dvc.yaml passes every path."""

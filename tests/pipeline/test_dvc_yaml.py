@@ -1,0 +1,89 @@
+"""dvc.yaml declares what each stage really uses: the package code it imports and the params
+it reads. A missing dep means DVC would skip a stage whose result has changed."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+SRC = REPO / "src"
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+PYTHON_STAGES = {name: stage for name, stage in STAGES.items()
+                 if "-m handwriting." in stage["cmd"]}
+
+
+def module_file(module: str) -> Path | None:
+    base = SRC / Path(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_files(module: str) -> set[Path]:
+    """Every file of the package that importing ``module`` loads, directly or indirectly,
+    including imports inside functions (a stage calls them)."""
+    seen: set[Path] = set()
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):  # a module also loads its packages' __init__
+            path = module_file(".".join(parts[:depth]))
+            if path is None or path in seen:
+                continue
+            seen.add(path)
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    pending += [a.name for a in node.names if a.name.startswith("handwriting")]
+                elif isinstance(node, ast.ImportFrom) and node.module and \
+                        node.module.startswith("handwriting"):
+                    pending.append(node.module)
+                    pending += [f"{node.module}.{a.name}" for a in node.names]
+    return seen
+
+
+def stage_module(stage: dict) -> str:
+    return re.search(r"-m (handwriting[\w.]+)", stage["cmd"]).group(1)
+
+
+def covered(path: Path, deps: list[str]) -> bool:
+    relative = path.relative_to(REPO).as_posix()
+    return any(relative == dep or relative.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+@pytest.mark.parametrize("name", sorted(PYTHON_STAGES))
+def test_every_imported_package_file_is_a_dependency(name):
+    stage = PYTHON_STAGES[name]
+    files = imported_files(stage_module(stage))
+    missing = sorted(p.relative_to(REPO).as_posix() for p in files
+                     if not covered(p, stage.get("deps", [])))
+    assert not missing, f"stage {name} imports {missing} but dvc.yaml does not list them"
+
+
+@pytest.mark.parametrize("name", sorted(PYTHON_STAGES))
+def test_every_param_read_is_declared(name):
+    stage = PYTHON_STAGES[name]
+    declared = [p for p in stage.get("params", []) if isinstance(p, str)]
+    source = module_file(stage_module(stage)).read_text()
+    read = set(re.findall(r"params\.(base|preprocess|raw|balance|augment|split)\.(\w+)", source))
+    read = {f"{section}.{key}" for section, key in read}
+    if "params.preprocessing" in source:
+        read |= {"base.image_size", "preprocess.margin", "preprocess.max_pixels"}
+    undeclared = sorted(key for key in read
+                        if not any(key == d or key.startswith(d + ".") for d in declared))
+    assert read, f"found no params read by stage {name}; is the pattern out of date?"
+    assert not undeclared, f"stage {name} reads {undeclared} but dvc.yaml does not declare them"
+
+
+def test_the_import_scan_finds_indirect_imports():
+    files = {p.relative_to(SRC).as_posix() for p in imported_files("handwriting.stages.raw")}
+    assert {"handwriting/imaging.py", "handwriting/labels.py", "handwriting/__init__.py",
+            "handwriting/synth/__init__.py"} <= files

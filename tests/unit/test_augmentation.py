@@ -1,0 +1,43 @@
+"""Augmentation: seeded, keeps the letter in frame, actually transforms."""
+
+import numpy as np
+
+from handwriting.augmentation import AugmentSettings, augment_image
+from handwriting.imaging import preprocess
+from tests.unit.test_imaging import glyph
+
+ORIGINAL = preprocess(glyph(), 32)
+
+
+def test_same_seed_same_variant_and_different_seeds_differ():
+    settings = AugmentSettings()
+    a = augment_image(ORIGINAL, np.random.default_rng(7), settings)
+    b = augment_image(ORIGINAL, np.random.default_rng(7), settings)
+    c = augment_image(ORIGINAL, np.random.default_rng(8), settings)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_variant_is_a_valid_input_that_differs_from_the_original():
+    variant = augment_image(ORIGINAL, np.random.default_rng(1), AugmentSettings())
+    assert variant.shape == ORIGINAL.shape and variant.dtype == np.float32
+    assert 0.0 <= variant.min() and variant.max() <= 1.0
+    assert variant.max() > 0.9  # the letter is still there
+    assert np.abs(variant - ORIGINAL).mean() > 0.01
+
+
+def test_no_transformation_keeps_the_image():
+    nothing = AugmentSettings(rotation_degrees=0, translation=0, scale=0, shear=0,
+                              elastic_alpha=0, thickness_probability=0, noise_std=0)
+    variant = augment_image(ORIGINAL, np.random.default_rng(3), nothing)
+    assert np.abs(variant - ORIGINAL).mean() < 0.03  # reframing only: a sub-pixel zoom
+
+
+def test_strong_rotation_does_not_cut_the_letter_off():
+    strong = AugmentSettings(rotation_degrees=45, translation=0, scale=0, shear=0,
+                             elastic_alpha=0, thickness_probability=0)
+    for seed in range(10):
+        variant = augment_image(ORIGINAL, np.random.default_rng(seed), strong)
+        # reframed: the margin rows and columns stay empty
+        assert variant[0].max() == 0 and variant[-1].max() == 0
+        assert variant[:, 0].max() == 0 and variant[:, -1].max() == 0
