@@ -80,6 +80,10 @@ class Params:
     balance: Balance = field(default=None)  # type: ignore[assignment]
     augment: Augment = field(default=None)  # type: ignore[assignment]
     split: Split = field(default=None)  # type: ignore[assignment]
+    # Per-architecture training settings: the train stage validates them against the builders.
+    train: dict = field(default=None)  # type: ignore[assignment]
+    # Search settings and per-architecture spaces: the tune stage validates them.
+    tune: dict = field(default=None)  # type: ignore[assignment]
 
     @property
     def preprocessing(self) -> PreprocessSettings:
@@ -146,6 +150,9 @@ def _check_scalar(value: Any, annotation: str, key: str) -> Any:
     elif annotation == "list[int]":
         if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
             raise fail("a list of integers")
+    elif annotation == "dict":
+        if not isinstance(value, dict):
+            raise fail("a mapping")
     elif annotation == "dict[str, int]":
         value = value or {}
         if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):

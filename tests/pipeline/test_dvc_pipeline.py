@@ -7,6 +7,7 @@ subsets, validation and test free of augmented images, byte-identical reruns, a 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -28,6 +29,9 @@ DATA_STAGES = ["feedback_inbox", "raw", "balance", "augment", "split"]
 
 
 def tiny_params(values: dict) -> dict:
+    for arch in values["train"]["architectures"]:
+        values["train"][arch]["epochs"] = 1
+    values["tune"].update(n_trials=2, trial_epochs=1, max_epochs=2, trial_fraction=1.0)
     values["raw"]["synthetic"]["per_class"] = 4
     values["raw"]["synthetic"]["per_class_overrides"] = {"r": 6}
     values["raw"]["synthetic"]["canvas_sizes"] = [64, 96]
@@ -112,11 +116,11 @@ def test_no_source_in_two_subsets_and_no_augmented_image_in_val_or_test(repo):
 
 def test_second_repro_does_nothing_quickly_and_status_is_clean(repo):
     started = time.perf_counter()
-    result = repo.dvc("repro")
+    result = repo.dvc("repro", *DATA_STAGES[-1:])
     elapsed = time.perf_counter() - started
     assert "Running stage" not in result.stdout
     assert elapsed < 10, f"a no-op dvc repro took {elapsed:.1f} s"
-    assert "up to date" in repo.dvc("status").stdout
+    assert "up to date" in repo.dvc("status", *DATA_STAGES[-1:]).stdout
 
 
 def test_forced_rerun_gives_byte_identical_outputs(repo):
@@ -130,7 +134,7 @@ def test_forced_rerun_gives_byte_identical_outputs(repo):
 
 def test_a_param_change_reruns_only_the_stages_that_read_it(repo):
     repo.edit_params(lambda v: {**v, "split": {"train": 0.6, "val": 0.2, "test": 0.2}})
-    status = repo.dvc("status").stdout
+    status = repo.dvc("status", *DATA_STAGES[-1:]).stdout
     assert "split:" in status
     for upstream in ("raw:", "balance:", "augment:"):
         assert upstream not in status
@@ -144,5 +148,52 @@ def test_feedback_images_make_the_next_repro_rebuild_the_data(repo):
     assert "raw:" in repo.dvc("status").stdout
     repo.dvc("repro", *DATA_STAGES[-1:])
     assert (repo.root / "data/raw/lower/r/feedback-fix.png").is_file()
-    assert "up to date" in repo.dvc("status").stdout
+    assert "up to date" in repo.dvc("status", *DATA_STAGES[-1:]).stdout
     shutil.rmtree(repo.root / "data/feedback/lower")
+
+
+def test_train_stage_writes_model_history_metrics_and_an_mlflow_run(repo):
+    repo.dvc("repro", "train@lenet5")
+    root = repo.root
+    assert (root / "models/lenet5/untuned.keras").stat().st_size > 10_000
+    history = (root / "plots/history/lenet5-untuned.csv").read_text().splitlines()
+    assert history[0] == "epoch,accuracy,loss,val_accuracy,val_loss" and len(history) == 2
+    assert "val_accuracy" in (root / "metrics/train/lenet5-untuned.json").read_text()
+    assert (root / "mlflow.db").is_file() and (root / "mlartifacts").is_dir()
+    assert "lenet5-untuned.json" in repo.dvc("metrics", "show").stdout
+    assert "train@lenet5" not in repo.dvc("status", "train@lenet5").stdout
+    # a change to another architecture's params leaves this one alone
+    repo.edit_params(lambda v: {**v, "train": {**v["train"],
+                                                "gru": {**v["train"]["gru"], "units": 16}}})
+    status = repo.dvc("status", "train@lenet5", "train@gru").stdout
+    assert "train@gru" in status and "train@lenet5" not in status
+
+
+def test_tune_stage_and_a_change_reruns_only_that_architecture(repo):
+    repo.dvc("repro", "tune@lenet5")
+    root = repo.root
+    assert set(json.loads((root / "models/lenet5/best_params.json").read_text())) == \
+        set(yaml.safe_load((root / "params.yaml").read_text())["tune"]["lenet5"])
+    assert (root / "models/lenet5/tuned.keras").is_file()
+    assert json.loads((root / "metrics/train/lenet5-tuned.json").read_text())["trials"] == 2
+    lenet5_stages = ("train@lenet5", "tune@lenet5")
+    assert "up to date" in repo.dvc("status", *lenet5_stages).stdout
+
+    def change_gru(values):
+        values["train"]["gru"]["units"] = 32
+        values["tune"]["gru"]["units"] = [32]
+        return values
+
+    repo.edit_params(change_gru)
+    assert "up to date" in repo.dvc("status", *lenet5_stages).stdout
+    dry = repo.dvc("repro", "--dry", "tune@gru").stdout
+    assert "Running stage 'train@gru'" in dry and "Running stage 'tune@gru'" in dry
+    assert "Running stage 'tune@lenet5'" not in dry and "Running stage 'raw'" not in dry
+
+    def change_lenet5_space(values):
+        values["tune"]["lenet5"]["batch_size"] = [32]
+        return values
+
+    repo.edit_params(change_lenet5_space)
+    status = repo.dvc("status", *lenet5_stages).stdout
+    assert "tune@lenet5" in status and "train@lenet5" not in status

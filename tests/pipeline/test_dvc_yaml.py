@@ -13,7 +13,8 @@ import yaml
 from tests.conftest import REPO
 
 SRC = REPO / "src"
-STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+STAGES = {name: stage.get("do", stage)  # a foreach stage's template is under "do"
+          for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
 PYTHON_STAGES = {name: stage for name, stage in STAGES.items()
                  if "-m handwriting." in stage["cmd"]}
 
@@ -73,8 +74,11 @@ def test_every_param_read_is_declared(name):
     stage = PYTHON_STAGES[name]
     declared = [p for p in stage.get("params", []) if isinstance(p, str)]
     source = module_file(stage_module(stage)).read_text()
-    read = set(re.findall(r"params\.(base|preprocess|raw|balance|augment|split)\.(\w+)", source))
+    read = set(re.findall(r"params\.(base|preprocess|raw|balance|augment|split|train)\.(\w+)",
+                          source))
     read = {f"{section}.{key}" for section, key in read}
+    if re.search(r"params\.train\b", source):  # train.<arch>, one section per stage instance
+        read.add("train.${item}")
     if "params.preprocessing" in source:
         read |= {"base.image_size", "preprocess.margin", "preprocess.max_pixels"}
     undeclared = sorted(key for key in read

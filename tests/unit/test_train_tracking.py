@@ -1,0 +1,103 @@
+"""Training stage: a tiny model trained for one epoch against a temporary SQLite MLflow store,
+read back through the MLflow client; plus the stage's outputs and its settings checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from handwriting import labels, tracking
+from handwriting.datasets import save_arrays
+from handwriting.params import load_params
+from handwriting.stages import train
+from tests.conftest import REPO
+
+
+@pytest.fixture()
+def tiny_split(tmp_path):
+    rng = np.random.default_rng(0)
+    for subset, count in (("train", 104), ("val", 52)):
+        class_ids = np.arange(count) % labels.NUM_CLASSES
+        images = rng.integers(0, 256, size=(count, 32, 32), dtype=np.uint8)
+        save_arrays(tmp_path / "split" / subset, images=images, labels=class_ids)
+    return tmp_path / "split"
+
+
+@pytest.fixture()
+def params_file(tmp_path):
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values["train"]["lenet5"]["epochs"] = 1
+    values["train"]["lenet5"]["batch_size"] = 16
+    values["train"]["gru"]["epochs"] = 2
+    values["train"]["gru"]["units"] = 8
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.fixture()
+def mlflow_store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_EXP_NAME", "test-exp")
+    monkeypatch.chdir(tmp_path)
+    return uri
+
+
+def test_one_epoch_is_tracked_with_params_metrics_tags_and_artifacts(
+        tmp_path, tiny_split, params_file, mlflow_store):
+    from mlflow import MlflowClient
+
+    out = tmp_path / "out"
+    summary = train.run("gru", params_file, tiny_split, out / "gru.keras", out / "gru.csv",
+                        out / "gru.json")
+    assert (out / "gru.keras").is_file()
+    assert json.loads((out / "gru.json").read_text()) == summary
+    assert summary["epochs"] == 2 and summary["pretrained"] is False
+    assert (out / "gru.csv").read_text().splitlines()[0] == \
+        "epoch,accuracy,loss,val_accuracy,val_loss"
+
+    client = MlflowClient(mlflow_store)
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    assert experiment.artifact_location.startswith("file://")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["model.units"] == "8"
+    assert run.data.params["fit.learning_rate"] == "0.001"
+    assert run.data.params["base.image_size"] == "32"
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [point.step for point in history] == [1, 2]
+    tags = run.data.tags
+    assert tags["architecture"] == "gru" and tags["variant"] == "untuned"
+    assert tags["pretrained"] == "false" and tags["dvc_exp_name"] == "test-exp"
+    assert tags["dvc_stage"] == "train@gru" and tags["git_commit"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model", "history", "curves.png", "model_summary.txt"} <= artifacts
+
+
+def test_same_params_same_metrics(tmp_path, tiny_split, params_file, mlflow_store):
+    results = []
+    for attempt in range(2):
+        out = tmp_path / f"out{attempt}"
+        summary = train.run("lenet5", params_file, tiny_split, out / "m.keras", out / "h.csv",
+                            out / "s.json")
+        results.append((summary["val_accuracy"], summary["val_loss"], summary["loss"]))
+    assert results[0] == results[1]
+
+
+def test_the_tracking_uri_is_an_absolute_sqlite_path(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "sub").mkdir()
+    uri = tracking.tracking_uri(tmp_path / "sub")
+    assert uri == f"sqlite:///{tmp_path.resolve().as_posix()}/mlflow.db"
+
+
+def test_unknown_architecture_settings_are_clear_errors(params_file):
+    params = load_params(params_file)
+    with pytest.raises(SystemExit, match="no train.resnet section"):
+        train.arch_settings(params, "resnet")
+    fit, hparams = train.arch_settings(params, "vgg16")
+    assert fit["fine_tune_blocks"] == 0 and hparams["weights"] == "imagenet"
