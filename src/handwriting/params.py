@@ -84,6 +84,7 @@ class Params:
     train: dict = field(default=None)  # type: ignore[assignment]
     # Search settings and per-architecture spaces: the tune stage validates them.
     tune: dict = field(default=None)  # type: ignore[assignment]
+    evaluate: dict = field(default=None)  # type: ignore[assignment]
 
     @property
     def preprocessing(self) -> PreprocessSettings:

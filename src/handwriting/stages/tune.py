@@ -34,7 +34,7 @@ from handwriting.stages.train import FIT_KEYS, arch_settings, tracked_training
 SAMPLERS = ("random", "grid", "tpe")
 PRUNERS = ("median", "hyperband", "none")
 SEARCH_SETTINGS = ("sampler", "n_trials", "trial_epochs", "trial_fraction", "pruner",
-                   "max_epochs", "patience")
+                   "max_epochs", "patience", "start_from_untuned")
 
 
 def tune_settings(params: Params, arch: str) -> tuple[dict[str, Any], dict[str, list]]:
@@ -180,6 +180,12 @@ def search(arch: str, params: Params, split_dir: Path,
                                 sampler=make_sampler(settings["sampler"], space, seed),
                                 pruner=make_pruner(settings["pruner"],
                                                    int(settings["trial_epochs"])))
+    if settings["start_from_untuned"] and settings["sampler"] != "grid":
+        # Trial 0 tries the untuned settings, so the search can only improve on them.
+        untuned = {**fit_defaults, **hparam_defaults}
+        baseline = {key: untuned[key] for key in space if untuned.get(key) in space[key]}
+        if baseline:
+            study.enqueue_trial(baseline, skip_if_exists=True)
     with mlflow.start_run(run_name=f"{arch}-search"):
         mlflow.set_tags({**tracking.run_tags(stage=f"tune@{arch}", architecture=arch,
                                              variant="search", pretrained=False),

@@ -1,0 +1,116 @@
+"""Classification figures from true labels and predicted probabilities (scikit-learn's
+metric functions, not hand-written ones), including case-insensitive accuracy: several letters
+have the same shape in both cases (c/C, o/O, s/S ...), so a prediction of 'c' for 'C' is also
+reported as right."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from handwriting import labels
+
+_FOLD = np.array([labels.case_insensitive(i) for i in range(labels.NUM_CLASSES)])
+
+
+def case_fold(class_ids: np.ndarray) -> np.ndarray:
+    """Class indices with lower-case letters mapped to their upper-case class."""
+    return _FOLD[np.asarray(class_ids)]
+
+
+def expected_calibration_error(y_true: np.ndarray, probabilities: np.ndarray,
+                               bins: int = 15) -> float:
+    """ECE: the confidence-weighted gap between confidence and accuracy over equal-width bins."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(error)
+
+
+def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Accuracy, case-insensitive accuracy, macro and weighted precision/recall/F1, one-vs-rest
+    macro ROC-AUC, log loss, top-5 accuracy and expected calibration error."""
+    from sklearn.metrics import (accuracy_score, log_loss, precision_recall_fscore_support,
+                                 roc_auc_score, top_k_accuracy_score)
+
+    y_true = np.asarray(y_true)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    predicted = probabilities.argmax(axis=1)
+    every_class = np.arange(labels.NUM_CLASSES)
+    figures: dict[str, float] = {
+        "accuracy": accuracy_score(y_true, predicted),
+        "case_insensitive_accuracy": accuracy_score(case_fold(y_true), case_fold(predicted)),
+        "top5_accuracy": top_k_accuracy_score(y_true, probabilities, k=5, labels=every_class),
+        "log_loss": log_loss(y_true, probabilities, labels=every_class),
+        "ece": expected_calibration_error(y_true, probabilities),
+    }
+    for average in ("macro", "weighted"):
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            y_true, predicted, average=average, labels=np.unique(y_true), zero_division=0)
+        figures.update({f"precision_{average}": precision, f"recall_{average}": recall,
+                        f"f1_{average}": f1})
+    present = np.unique(y_true)
+    # One-vs-rest over the classes present, renormalised, as roc_auc_score requires.
+    sub = probabilities[:, present]
+    sub = sub / sub.sum(axis=1, keepdims=True)
+    if len(present) == 2:
+        figures["roc_auc_ovr_macro"] = roc_auc_score(y_true == present[1], sub[:, 1])
+    elif len(present) > 2:
+        figures["roc_auc_ovr_macro"] = roc_auc_score(y_true, sub, multi_class="ovr",
+                                                     average="macro", labels=present)
+    return {key: round(float(value), 6) for key, value in figures.items()}
+
+
+def per_class_report(y_true: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
+    """Precision, recall, F1 and support of every one of the 52 classes."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, predicted, labels=np.arange(labels.NUM_CLASSES), zero_division=0)
+    return [{"class": labels.char_of(i), "precision": round(float(precision[i]), 6),
+             "recall": round(float(recall[i]), 6), "f1": round(float(f1[i]), 6),
+             "support": int(support[i])} for i in range(labels.NUM_CLASSES)]
+
+
+def confused_pairs(y_true: np.ndarray, predicted: np.ndarray,
+                   top: int = 20) -> list[dict[str, Any]]:
+    """The most frequent (actual, predicted) mistakes, most frequent first."""
+    mistakes = y_true != predicted
+    pairs, counts = np.unique(np.stack([y_true[mistakes], predicted[mistakes]], axis=1),
+                              axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -counts))[:top]
+    return [{"actual": labels.char_of(pairs[i, 0]), "predicted": labels.char_of(pairs[i, 1]),
+             "count": int(counts[i]),
+             "same_letter_other_case": bool(case_fold(pairs[i, :1])[0]
+                                            == case_fold(pairs[i, 1:])[0])}
+            for i in order]
+
+
+def soft_vote(probabilities: list[np.ndarray], weights: list[float] | None = None) -> np.ndarray:
+    """Weighted average of the models' probabilities (equal weights by default)."""
+    stacked = np.stack(probabilities)
+    w = np.ones(len(probabilities)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(probabilities),) or (w < 0).any() or w.sum() == 0:
+        raise ValueError(f"ensemble weights must be {len(probabilities)} non-negative numbers "
+                         f"that are not all 0, got {weights}")
+    return np.tensordot(w / w.sum(), stacked, axes=1)
+
+
+def hard_vote(probabilities: list[np.ndarray]) -> np.ndarray:
+    """Majority vote of the models' top-1 classes, as one-hot 'probabilities' (share of votes);
+    ties go to the class with the highest summed probability."""
+    stacked = np.stack(probabilities)
+    votes = np.zeros(stacked.shape[1:])
+    rows = np.arange(stacked.shape[1])
+    for member in stacked:
+        votes[rows, member.argmax(axis=1)] += 1
+    votes += 1e-6 * stacked.sum(axis=0)  # tie-break
+    return votes / votes.sum(axis=1, keepdims=True)

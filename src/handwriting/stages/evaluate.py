@@ -1,0 +1,306 @@
+"""Stage evaluate: compare every model on the held-out test split, plus the ensemble.
+
+For each architecture's untuned and tuned model, and for an ensemble of the tuned models
+(soft voting, optionally weighted by validation accuracy, or hard voting): accuracy,
+case-insensitive accuracy, macro and weighted precision/recall/F1, one-vs-rest ROC-AUC, log
+loss, top-5 accuracy, calibration error, parameter count, file size and single-image latency of
+the fast path. Writes the figures as DVC metrics, per-class reports, confusion records, ROC
+curves, a comparison bar chart and table, explanation grids (Grad-CAM or saliency), galleries
+of confident mistakes, the most confused pairs, and a cross-dataset evaluation on the external
+datasets listed in ``evaluate.crossdata``; everything is also logged to an MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handwriting import labels
+from handwriting.datasets import load_arrays, write_csv, write_json
+from handwriting.evaluation.metrics import (classification_metrics, confused_pairs, hard_vote,
+                                            per_class_report, soft_vote)
+from handwriting.params import Params, load_params
+
+VARIANTS = ("untuned", "tuned")
+ROC_GRID = np.linspace(0.0, 1.0, 101)
+
+
+def fast_predictor(model, image_size: int):
+    """The model called as a compiled function: ~ms per image where ``model.predict`` costs
+    ~100 ms of set-up on every call."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((None, image_size, image_size, 1), tf.float32)],
+                 reduce_retracing=True)
+    def predict(batch):
+        return model(batch, training=False)
+
+    return lambda batch: predict(tf.constant(batch, tf.float32)).numpy()
+
+
+def median_latency_ms(predict_fns: list, image: np.ndarray, calls: int) -> float:
+    """Median wall time (ms) of one single-image call through every function in turn."""
+    batch = image[None, ..., None].astype(np.float32)
+    for _ in range(5):  # warm-up: tracing and first-call allocations
+        for fn in predict_fns:
+            fn(batch)
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        for fn in predict_fns:
+            fn(batch)
+        times.append((time.perf_counter() - started) * 1000.0)
+    return round(statistics.median(times), 4)
+
+
+def predict_all(predict_fn, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Probabilities of uint8 images [N, S, S], batched."""
+    outputs = [predict_fn(images[i:i + batch_size].astype(np.float32)[..., None] / 255.0)
+               for i in range(0, len(images), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, labels.NUM_CLASSES))
+
+
+def roc_curve_points(y_true: np.ndarray, probabilities: np.ndarray) -> list[tuple[float, float]]:
+    """Micro-averaged one-vs-rest ROC curve, resampled on 101 false-positive rates."""
+    from sklearn.metrics import roc_curve
+
+    truth = np.zeros_like(probabilities, dtype=bool)
+    truth[np.arange(len(y_true)), y_true] = True
+    fpr, tpr, _ = roc_curve(truth.ravel(), probabilities.ravel())
+    return [(round(float(x), 4), round(float(y), 6)) for x, y in
+            zip(ROC_GRID, np.interp(ROC_GRID, fpr, tpr))]
+
+
+def explanation_rows(y_true: np.ndarray, predicted: np.ndarray, seed: int,
+                     count: int) -> np.ndarray:
+    """A fixed sample of test rows, half of them misclassified when there are enough."""
+    order = np.random.default_rng(seed).permutation(len(y_true))
+    wrong = [i for i in order if predicted[i] != y_true[i]][: count // 2]
+    right = [i for i in order if predicted[i] == y_true[i]][: count - len(wrong)]
+    return np.array(sorted(right + wrong), dtype=np.int64)
+
+
+def _report_table(rows: list[tuple[str, str, dict[str, Any]]], best: str) -> str:
+    """The seed's comparison table (model, variant, precision, recall, F1, ROC-AUC), extended."""
+    lines = ["| model | variant | precision | recall | F1 | ROC-AUC | accuracy | "
+             "case-insensitive accuracy | top-5 | latency (ms) | size (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key, variant, m in rows:
+        name = key.rsplit("-", 1)[0] if key != "ensemble" else key
+        flags = " (pretrained: false)" if "vgg" in name and not m["pretrained"] else ""
+        flags += " **best**" if key == best else ""
+        lines.append(
+            f"| {name}{flags} | {variant} | {m['precision_macro']:.3f} | "
+            f"{m['recall_macro']:.3f} | {m['f1_macro']:.3f} | "
+            f"{m.get('roc_auc_ovr_macro', float('nan')):.3f} | {m['accuracy']:.3f} | "
+            f"{m['case_insensitive_accuracy']:.3f} | {m['top5_accuracy']:.3f} | "
+            f"{m['latency_ms']:.2f} | {m['size_mb']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Path,
+        metrics_path: Path, crossdata_path: Path, report_path: Path, per_class_dir: Path,
+        confused_path: Path, plots_dir: Path) -> dict[str, Any]:
+    """Evaluate every model and the ensemble; write every output; returns evaluate.json."""
+    import json
+
+    import keras
+    import mlflow
+
+    from handwriting import tracking
+    from handwriting.evaluation.crossdata import read_class_folder
+    from handwriting.evaluation.explain import explanation_grid
+    from handwriting.evaluation.galleries import mistake_gallery
+    from handwriting.models.zoo import is_pretrained
+
+    settings = params.evaluate or {}
+    archs = params.train["architectures"]
+    size = params.base.image_size
+    calls = int(settings.get("latency_calls", 200))
+    test = load_arrays(split_dir / "test", "images", "labels")
+    images, y_true = test["images"], test["labels"]
+    inputs01 = images.astype(np.float32) / 255.0
+    if plots_dir.exists():
+        shutil.rmtree(plots_dir)  # nothing stale from models no longer listed
+    for sub in ("confusion", "roc", "explain", "mistakes", "crossdata"):
+        (plots_dir / sub).mkdir(parents=True, exist_ok=True)
+    per_class_dir.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, Any] = {}
+    probabilities: dict[str, np.ndarray] = {}
+    predictors: dict[str, Any] = {}
+    pretrained: dict[str, bool] = {}
+    models: dict[str, Any] = {}
+    for arch in archs:
+        results[arch] = {}
+        for variant in VARIANTS:
+            path = models_dir / arch / f"{variant}.keras"
+            if not path.is_file():
+                raise SystemExit(f"evaluate: {path} is missing; run `dvc repro` to train it")
+            key = f"{arch}-{variant}"
+            model = keras.models.load_model(path)
+            models[key] = model
+            predictors[key] = fast_predictor(model, size)
+            probabilities[key] = predict_all(predictors[key], images)
+            figures = classification_metrics(y_true, probabilities[key])
+            figures.update(params=int(model.count_params()),
+                           size_mb=round(path.stat().st_size / 2**20, 3),
+                           latency_ms=median_latency_ms([predictors[key]], inputs01[0], calls),
+                           pretrained=int(is_pretrained(model)))
+            pretrained[arch] = bool(figures["pretrained"]) or "vgg" not in arch
+            results[arch][variant] = figures
+            print(f"evaluate: {key}: accuracy {figures['accuracy']:.3f}, case-insensitive "
+                  f"{figures['case_insensitive_accuracy']:.3f}, "
+                  f"{figures['latency_ms']:.2f} ms/image", flush=True)
+
+    tuned = [f"{arch}-tuned" for arch in archs]
+    weights = None
+    if settings.get("ensemble_weighting", "val_accuracy") == "val_accuracy":
+        weights = [json.loads((train_metrics_dir / f"{key}.json").read_text())["val_accuracy"]
+                   for key in tuned]
+    if settings.get("ensemble", "soft") == "hard":
+        vote = lambda probs: hard_vote(probs)  # noqa: E731
+    else:
+        vote = lambda probs: soft_vote(probs, weights)  # noqa: E731
+    probabilities["ensemble"] = vote([probabilities[k] for k in tuned])
+    ensemble = classification_metrics(y_true, probabilities["ensemble"])
+    ensemble.update(params=sum(results[a]["tuned"]["params"] for a in archs),
+                    size_mb=round(sum(results[a]["tuned"]["size_mb"] for a in archs), 3),
+                    latency_ms=median_latency_ms([predictors[k] for k in tuned], inputs01[0],
+                                                 max(20, calls // 4)),
+                    pretrained=int(all(pretrained.values())), members=len(tuned))
+    results["ensemble"] = ensemble
+    print(f"evaluate: ensemble: accuracy {ensemble['accuracy']:.3f}", flush=True)
+
+    scores = {key: (results[key.rsplit("-", 1)[0]][key.rsplit("-", 1)[1]]
+                    if key != "ensemble" else ensemble)["f1_macro"] for key in probabilities}
+    best = max(scores, key=lambda k: (scores[k], k == "ensemble"))
+    write_json(metrics_path, results)
+
+    pairs_rows = []
+    comparison_rows = []
+    for key, probs in probabilities.items():
+        predicted = probs.argmax(axis=1)
+        write_csv(per_class_dir / f"{key}.csv", ["class", "precision", "recall", "f1", "support"],
+                  [list(row.values()) for row in per_class_report(y_true, predicted)])
+        write_csv(plots_dir / "confusion" / f"{key}.csv", ["actual", "predicted"],
+                  [(labels.char_of(a), labels.char_of(p)) for a, p in zip(y_true, predicted)])
+        pairs_rows += [(key, p["actual"], p["predicted"], p["count"],
+                        int(p["same_letter_other_case"]))
+                       for p in confused_pairs(y_true, predicted, top=10)]
+        mistake_gallery(images, y_true, probs, plots_dir / "mistakes" / f"{key}.png",
+                        title=f"{key}: most confident mistakes (true → predicted)")
+        if key.endswith("-tuned") or key == "ensemble":
+            write_csv(plots_dir / "roc" / f"{key}.csv", ["fpr", "tpr"],
+                      roc_curve_points(y_true, probs))
+        figures = ensemble if key == "ensemble" else \
+            results[key.rsplit("-", 1)[0]][key.rsplit("-", 1)[1]]
+        comparison_rows.append((key, round(figures["accuracy"], 4),
+                                round(figures["case_insensitive_accuracy"], 4),
+                                round(figures["f1_macro"], 4)))
+        if key in models:
+            rows = explanation_rows(y_true, predicted, params.base.seed,
+                                    int(settings.get("explain_samples", 12)))
+            explanation_grid(models[key], inputs01[rows], y_true[rows],
+                             plots_dir / "explain" / f"{key}.png",
+                             title=f"{key}: what the model looks at")
+    write_csv(confused_path, ["model", "actual", "predicted", "count", "same_letter_other_case"],
+              pairs_rows)
+    write_csv(plots_dir / "comparison.csv",
+              ["model", "accuracy", "case_insensitive_accuracy", "f1_macro"], comparison_rows)
+    table_rows = [(f"{a}-{v}", v, results[a][v]) for a in archs for v in VARIANTS]
+    table_rows.append(("ensemble", f"{settings.get('ensemble', 'soft')} vote of the tuned",
+                       ensemble))
+    report = ("# Model comparison on the held-out test split\n\n"
+              f"{len(y_true)} test images (originals only, never augmented). "
+              f"Best model by macro F1: **{best}**.\n\n" + _report_table(table_rows, best))
+    if not all(pretrained.values()):
+        report += ("\nVGG rows marked `pretrained: false` started from random weights (the "
+                   "ImageNet weights could not be loaded): they are not transfer-learning "
+                   "results.\n")
+
+    crossdata = {}
+    for folder in settings.get("crossdata", []) or []:
+        root = Path(folder).expanduser()
+        if not root.is_dir():
+            print(f"evaluate: cross-dataset {folder} not found, skipped", file=sys.stderr)
+            continue
+        name = root.name
+        x, y, skipped = read_class_folder(root, params.preprocessing)
+        print(f"evaluate: cross-dataset {name}: {len(x)} images ({len(skipped)} skipped)",
+              flush=True)
+        member_probs = {key: predict_all(predictors[key], x) for key in tuned}
+        member_probs["ensemble"] = vote(list(member_probs.values()))
+        crossdata[name] = {"images": len(x), "skipped": len(skipped)}
+        for key, probs in member_probs.items():
+            m = classification_metrics(y, probs)
+            crossdata[name][key] = {k: m[k] for k in ("accuracy", "case_insensitive_accuracy",
+                                                      "f1_macro", "top5_accuracy")}
+        write_csv(plots_dir / "crossdata" / f"{name}.csv", ["actual", "predicted"],
+                  [(labels.char_of(a), labels.char_of(p))
+                   for a, p in zip(y, member_probs["ensemble"].argmax(axis=1))])
+        best_cross = max(member_probs, key=lambda k: crossdata[name][k]["accuracy"])
+        report += (f"\n## Cross-dataset: {name} ({len(x)} images)\n\n"
+                   "| model | accuracy | case-insensitive accuracy | macro F1 | top-5 |\n"
+                   "|---|---|---|---|---|\n" +
+                   "".join(f"| {k}{' **best**' if k == best_cross else ''} | "
+                           f"{v['accuracy']:.3f} | {v['case_insensitive_accuracy']:.3f} | "
+                           f"{v['f1_macro']:.3f} | {v['top5_accuracy']:.3f} |\n"
+                           for k, v in crossdata[name].items() if isinstance(v, dict)))
+    if not crossdata:
+        print("evaluate: no external dataset found in evaluate.crossdata; cross-dataset "
+              "evaluation skipped", flush=True)
+    write_json(crossdata_path, {"datasets": len(crossdata), **crossdata})
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(report, encoding="utf-8")
+
+    tracking.configure()
+    with mlflow.start_run(run_name="evaluate"):
+        mlflow.set_tags({**tracking.run_tags(stage="evaluate", architecture="all",
+                                             variant="evaluate",
+                                             pretrained=all(pretrained.values())),
+                         "best_model": best})
+        flat = {f"{key}.{name}": value for key, figures in
+                [(f"{a}-{v}", results[a][v]) for a in archs for v in VARIANTS] +
+                [("ensemble", ensemble)] for name, value in figures.items()}
+        flat.update({f"crossdata.{d}.{k}.{n}": v for d, models_ in crossdata.items()
+                     for k, m in models_.items() if isinstance(m, dict) for n, v in m.items()})
+        mlflow.log_metrics(flat)
+        mlflow.log_artifact(str(report_path))
+        mlflow.log_artifact(str(metrics_path))
+        mlflow.log_artifact(str(crossdata_path))
+        mlflow.log_artifacts(str(plots_dir), "plots")
+    print(f"evaluate: best model by macro F1: {best}; report in {report_path}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (dvc.yaml passes every path)."""
+    parser = argparse.ArgumentParser(prog="python -m handwriting.stages.evaluate",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--split", type=Path, required=True, help="split array folder")
+    parser.add_argument("--models", type=Path, required=True, help="models/ folder")
+    parser.add_argument("--train-metrics", type=Path, required=True,
+                        help="folder of the training summaries (validation accuracy)")
+    parser.add_argument("--metrics", type=Path, required=True, help="evaluate.json to write")
+    parser.add_argument("--crossdata", type=Path, required=True, help="crossdata.json")
+    parser.add_argument("--report", type=Path, required=True, help="comparison report (.md)")
+    parser.add_argument("--per-class", type=Path, required=True, help="per-class CSV folder")
+    parser.add_argument("--confused", type=Path, required=True, help="confused pairs CSV")
+    parser.add_argument("--plots", type=Path, required=True, help="plots folder to write")
+    args = parser.parse_args(argv)
+    run(load_params(args.params), args.split, args.models, args.train_metrics, args.metrics,
+        args.crossdata, args.report, args.per_class, args.confused, args.plots)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Evaluate stage on tiny models: every output in its format, the report names the best model,
+and the cross-dataset reader treats both polarities alike."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from handwriting import labels
+from handwriting.datasets import save_arrays
+from handwriting.evaluation.crossdata import read_class_folder
+from handwriting.imaging import PreprocessSettings
+from handwriting.params import load_params
+from handwriting.stages import evaluate
+from tests.conftest import REPO
+
+
+def small_copy(emnist_dir, target, per_class=1, invert=False):
+    for char in labels.CLASSES:
+        folder = target / labels.folder_of(char)
+        folder.mkdir(parents=True)
+        for path in sorted((emnist_dir / labels.folder_of(char)).glob("*.png"))[:per_class]:
+            image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            cv2.imwrite(str(folder / path.name), 255 - image if invert else image)
+    return target
+
+
+def test_cross_dataset_reader_gives_the_same_inputs_for_both_polarities(emnist_dir, tmp_path):
+    settings = PreprocessSettings(image_size=32)
+    white_on_black, ids, skipped = read_class_folder(small_copy(emnist_dir, tmp_path / "a"),
+                                                     settings)
+    black_on_white, ids2, _ = read_class_folder(
+        small_copy(emnist_dir, tmp_path / "b", invert=True), settings)
+    assert white_on_black.shape == (52, 32, 32) and skipped == []
+    assert sorted(ids.tolist()) == list(range(52)) and ids2.tolist() == ids.tolist()
+    np.testing.assert_array_equal(white_on_black, black_on_white)
+
+
+def test_cross_dataset_reader_reports_bad_files(tmp_path):
+    (tmp_path / "upper" / "A").mkdir(parents=True)
+    (tmp_path / "upper" / "A" / "bad.png").write_bytes(b"")
+    images, ids, skipped = read_class_folder(tmp_path, PreprocessSettings())
+    assert len(images) == 0 and [f for f, _ in skipped] == ["upper/A/bad.png"]
+
+
+@pytest.fixture()
+def tiny_project(tmp_path, emnist_dir, monkeypatch):
+    import keras
+
+    from handwriting.models.zoo import build
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}")
+    monkeypatch.chdir(tmp_path)
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values["train"]["architectures"] = ["lenet5", "gru"]
+    values["evaluate"].update(latency_calls=10, explain_samples=4,
+                              crossdata=[str(small_copy(emnist_dir, tmp_path / "emnist"))])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
+    rng = np.random.default_rng(0)
+    save_arrays(tmp_path / "split" / "test", labels=np.arange(52),
+                images=rng.integers(0, 256, size=(52, 32, 32), dtype=np.uint8))
+    keras.utils.set_random_seed(0)
+    for arch, hparams in (("lenet5", {}), ("gru", {"units": 8})):
+        for variant in ("untuned", "tuned"):
+            path = tmp_path / "models" / arch / f"{variant}.keras"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            build(arch, (32, 32, 1), 52, **hparams).save(path)
+            (tmp_path / "metrics" / "train").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "metrics" / "train" / f"{arch}-{variant}.json").write_text(
+                json.dumps({"val_accuracy": 0.5}))
+    return tmp_path
+
+
+def test_evaluate_writes_every_output(tiny_project):
+    root = tiny_project
+    results = evaluate.run(load_params(root / "params.yaml"), root / "split", root / "models",
+                           root / "metrics" / "train", root / "out" / "evaluate.json",
+                           root / "out" / "crossdata.json", root / "out" / "comparison.md",
+                           root / "out" / "per_class", root / "out" / "confused.csv",
+                           root / "plots")
+    written = json.loads((root / "out" / "evaluate.json").read_text())
+    assert written == results
+    assert set(written) == {"lenet5", "gru", "ensemble"}
+    for figures in (written["lenet5"]["untuned"], written["gru"]["tuned"], written["ensemble"]):
+        assert all(isinstance(v, (int, float)) for v in figures.values())  # numbers only
+        for key in ("accuracy", "case_insensitive_accuracy", "f1_macro", "roc_auc_ovr_macro",
+                    "log_loss", "top5_accuracy", "ece", "latency_ms", "params", "size_mb"):
+            assert key in figures
+    assert written["lenet5"]["tuned"]["latency_ms"] > 0
+    with (root / "plots" / "confusion" / "gru-tuned.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 52 and set(rows[0]) == {"actual", "predicted"}
+    assert {r["actual"] for r in rows} == set(labels.CLASSES)
+    assert len((root / "out" / "per_class" / "ensemble.csv").read_text().splitlines()) == 53
+    report = (root / "out" / "comparison.md").read_text()
+    assert "Best model by macro F1: **" in report and "| ensemble" in report
+    assert "Cross-dataset: emnist" in report
+    crossdata = json.loads((root / "out" / "crossdata.json").read_text())
+    assert crossdata["datasets"] == 1 and crossdata["emnist"]["images"] == 52
+    assert set(crossdata["emnist"]["ensemble"]) == {"accuracy", "case_insensitive_accuracy",
+                                                    "f1_macro", "top5_accuracy"}
+    for name in ("explain/lenet5-tuned.png", "explain/gru-untuned.png",
+                 "mistakes/ensemble.png", "roc/ensemble.csv", "comparison.csv",
+                 "crossdata/emnist.csv"):
+        assert (root / "plots" / name).stat().st_size > 0, name
+
+
+def test_evaluate_runs_and_says_so_without_external_datasets(tiny_project, capsys):
+    root = tiny_project
+    values = yaml.safe_load((root / "params.yaml").read_text())
+    values["evaluate"]["crossdata"] = []
+    (root / "params.yaml").write_text(yaml.safe_dump(values))
+    shutil.rmtree(root / "emnist")
+    evaluate.run(load_params(root / "params.yaml"), root / "split", root / "models",
+                 root / "metrics" / "train", root / "e.json", root / "c.json", root / "r.md",
+                 root / "pc", root / "cp.csv", root / "plots")
+    assert json.loads((root / "c.json").read_text()) == {"datasets": 0}
+    assert "cross-dataset evaluation skipped" in capsys.readouterr().out
+
+
+def test_a_missing_model_is_a_clear_error(tiny_project):
+    root = tiny_project
+    (root / "models" / "gru" / "tuned.keras").unlink()
+    with pytest.raises(SystemExit, match="gru/tuned.keras is missing; run `dvc repro`"):
+        evaluate.run(load_params(root / "params.yaml"), root / "split", root / "models",
+                     root / "metrics" / "train", root / "e.json", root / "c.json",
+                     root / "r.md", root / "pc", root / "cp.csv", root / "plots")

@@ -1,0 +1,95 @@
+"""Metric computation on hand-made predictions with known answers; the ensemble's averaging."""
+
+import numpy as np
+import pytest
+
+from handwriting import labels
+from handwriting.evaluation.metrics import (case_fold, classification_metrics, confused_pairs,
+                                            expected_calibration_error, hard_vote,
+                                            per_class_report, soft_vote)
+
+A, B, C, c, o, O = (labels.index_of(ch) for ch in "ABCcoO")
+
+
+def one_hot(predicted, confidence=0.9):
+    rest = (1 - confidence) / (labels.NUM_CLASSES - 1)
+    p = np.full((len(predicted), labels.NUM_CLASSES), rest)
+    p[np.arange(len(predicted)), predicted] = confidence
+    return p
+
+
+def test_known_answers():
+    y_true = np.array([A, A, B, C, o])
+    predicted = np.array([A, B, B, c, o])  # 3 right; C->c is right ignoring case
+    figures = classification_metrics(y_true, one_hot(predicted))
+    assert figures["accuracy"] == pytest.approx(3 / 5)
+    assert figures["case_insensitive_accuracy"] == pytest.approx(4 / 5)
+    # per present class: A P=1 R=.5, B P=.5 R=1, C P=0 R=0, o P=1 R=1
+    assert figures["precision_macro"] == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    assert figures["recall_macro"] == pytest.approx((0.5 + 1 + 0 + 1) / 4)
+    assert figures["recall_weighted"] == pytest.approx(3 / 5)
+    assert figures["log_loss"] == pytest.approx(-(3 * np.log(0.9) + 2 * np.log(0.1 / 51)) / 5,
+                                                rel=1e-4)
+    assert figures["top5_accuracy"] == pytest.approx(3 / 5)
+    # every sample at confidence 0.9 and 60 % right: ECE = |0.6 - 0.9|
+    assert figures["ece"] == pytest.approx(0.3)
+
+
+def test_top5_counts_a_true_class_in_second_place_but_not_one_at_the_bottom():
+    y_true = np.array([A, B])
+    p = one_hot(np.array([C, C]), confidence=0.5)
+    p[0, A] = 0.3  # A second for the first sample; B shares last place for the second
+    figures = classification_metrics(y_true, p)
+    assert figures["top5_accuracy"] == pytest.approx(0.5)
+    assert figures["accuracy"] == 0.0
+
+
+def test_perfect_predictions():
+    y_true = np.arange(labels.NUM_CLASSES)
+    figures = classification_metrics(y_true, one_hot(y_true, 0.99))
+    assert figures["accuracy"] == figures["f1_macro"] == figures["roc_auc_ovr_macro"] == 1.0
+
+
+def test_case_fold():
+    assert case_fold(np.array([c, C, o, O, A])).tolist() == [C, C, O, O, A]
+
+
+def test_ece_of_a_calibrated_model_is_zero():
+    y_true = np.array([A, A, A, A])
+    p = one_hot(np.array([A, A, A, B]), confidence=0.75)
+    assert expected_calibration_error(y_true, p) == pytest.approx(0.0)
+
+
+def test_per_class_report_covers_all_52():
+    report = per_class_report(np.array([A, A, B]), np.array([A, B, B]))
+    assert len(report) == 52 and report[0]["class"] == "A"
+    assert report[0] == {"class": "A", "precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3, abs=1e-6),
+                         "support": 2}
+    assert report[2]["support"] == 0
+
+
+def test_confused_pairs_are_counted_and_flag_case_only_mistakes():
+    y_true = np.array([o, o, o, A, C])
+    predicted = np.array([O, O, o, B, c])
+    pairs = confused_pairs(y_true, predicted)
+    assert pairs[0] == {"actual": "o", "predicted": "O", "count": 2,
+                        "same_letter_other_case": True}
+    assert {"actual": "A", "predicted": "B", "count": 1,
+            "same_letter_other_case": False} in pairs
+
+
+def test_soft_vote_averages_and_weights():
+    p1, p2 = one_hot(np.array([A]), 0.8), one_hot(np.array([B]), 0.6)
+    equal = soft_vote([p1, p2])
+    np.testing.assert_allclose(equal, (p1 + p2) / 2)
+    weighted = soft_vote([p1, p2], [1.0, 3.0])
+    np.testing.assert_allclose(weighted, 0.25 * p1 + 0.75 * p2)
+    assert weighted.argmax() == B and equal.argmax() == A
+    with pytest.raises(ValueError, match="non-negative"):
+        soft_vote([p1, p2], [0, 0])
+
+
+def test_hard_vote_majority():
+    members = [one_hot(np.array([A])), one_hot(np.array([A])), one_hot(np.array([B]), 0.99)]
+    votes = hard_vote(members)
+    assert votes.argmax() == A and votes[0, A] == pytest.approx(2 / 3, abs=1e-4)
