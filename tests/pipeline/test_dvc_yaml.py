@@ -74,11 +74,18 @@ def test_every_param_read_is_declared(name):
     stage = PYTHON_STAGES[name]
     declared = [p for p in stage.get("params", []) if isinstance(p, str)]
     source = module_file(stage_module(stage)).read_text()
-    read = set(re.findall(r"params\.(base|preprocess|raw|balance|augment|split|train)\.(\w+)",
+    read = set(re.findall(r"params\.(base|preprocess|raw|balance|augment|split)\.(\w+)",
                           source))
     read = {f"{section}.{key}" for section, key in read}
-    if re.search(r"params\.train\b", source):  # train.<arch>, one section per stage instance
+    read |= {f"train.{key}" for key in re.findall(r'params\.train\["(\w+)"\]', source)}
+    if "arch_settings(params" in source:  # train.<arch>: one section per stage instance
         read.add("train.${item}")
+    if "tune_settings(params" in source:
+        from handwriting.stages.tune import SEARCH_SETTINGS
+
+        read |= {f"tune.{key}" for key in SEARCH_SETTINGS} | {"tune.${item}"}
+    if "params.evaluate" in source:
+        read.add("evaluate")
     if "params.preprocessing" in source:
         read |= {"base.image_size", "preprocess.margin", "preprocess.max_pixels"}
     undeclared = sorted(key for key in read
