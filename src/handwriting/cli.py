@@ -7,6 +7,8 @@ calls by hand.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +45,165 @@ def _preprocess(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# Architectures in the order `handwriting predict` tries their tuned models when no --model is
+# given: the best on real handwriting first.
+MODEL_PREFERENCE = ("lenet5_gru", "lenet5", "gru", "lstm", "vgg16_gru", "vgg16")
+_NO_MODEL_FIX = ("run `dvc repro` to train the models, or pass --model with a .onnx or .keras "
+                 "file, a serving folder, or a name such as lenet5-tuned")
+
+
+class _UsageError(Exception):
+    """A problem with the command line or the setup: exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _resolve_model(spec: str | None, models_dir: Path) -> Path:
+    """The model file or serving folder that --model names (or the default one)."""
+    if spec is None:
+        serving = models_dir / "serving"
+        if serving.is_dir():
+            return serving
+        for arch in MODEL_PREFERENCE:
+            candidate = models_dir / arch / "tuned.keras"
+            if candidate.is_file():
+                return candidate
+        raise _UsageError(f"no model found (no {serving}/ and no {models_dir}/<arch>/tuned.keras);"
+                          f" {_NO_MODEL_FIX}")
+    path = Path(spec)
+    if path.exists():
+        return path
+    arch, dash, variant = spec.rpartition("-")
+    looks_like_a_name = "/" not in spec and os.sep not in spec and \
+        path.suffix not in (".onnx", ".keras")
+    if dash and arch and variant and looks_like_a_name:
+        named = models_dir / arch / f"{variant}.keras"
+        if named.is_file():
+            return named
+        raise _UsageError(f"--model {spec}: {named} not found; {_NO_MODEL_FIX}")
+    raise _UsageError(f"--model {spec}: no such file or folder; {_NO_MODEL_FIX}")
+
+
+def _load_predictor(args: argparse.Namespace):
+    from handwriting.params import ParamsError, load_params
+    from handwriting.serving.predictor import Predictor
+
+    path = _resolve_model(args.model, args.models_dir)
+    # A .keras model loads TensorFlow: keep its start-up chatter (no GPU found ...) quiet.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    threads = args.threads or max(1, os.cpu_count() or 1)
+    try:
+        if path.is_dir():
+            predictor = Predictor.from_directory(path, intra_op_threads=threads)
+            origin = f"{path}/serving.json"
+        else:
+            if args.params.is_file():
+                settings, origin = load_params(args.params).preprocessing, str(args.params)
+            else:
+                settings, origin = None, "defaults"
+            predictor = Predictor(path, settings, intra_op_threads=threads)
+    except (FileNotFoundError, ValueError, ParamsError) as error:
+        raise _UsageError(str(error)) from None
+    print(f"model: {predictor.model_path} ({predictor.backend_name}, "
+          f"{predictor.image_size}x{predictor.image_size}; preprocessing settings from "
+          f"{origin})", file=sys.stderr)
+    return predictor
+
+
+def _gather_images(paths: list[Path]) -> list[Path]:
+    """Files as given, directories walked recursively for supported image files, sorted."""
+    from handwriting.imaging import SUPPORTED_SUFFIXES, is_image_file
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            if not found:
+                print(f"warning: {path}: no image files found (looked for "
+                      f"{', '.join(SUPPORTED_SUFFIXES)})", file=sys.stderr)
+            files.extend(found)
+        else:
+            files.append(path)  # a missing file becomes a per-file error
+    return files
+
+
+def _folder_label(path: Path) -> str | None:
+    try:
+        return labels.char_of_folder(path.parent)
+    except labels.LabelError:
+        return None
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from handwriting.imaging import ImageError
+
+    try:
+        predictor = _load_predictor(args)
+        files = _gather_images(args.inputs)
+        if not files:
+            raise _UsageError("no image files to predict")
+    except _UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    entries: list[dict] = []
+    failed = correct = correct_folded = labelled = 0
+    with tqdm(total=len(files), unit="image", file=sys.stderr, disable=None,
+              desc="predicting") as bar:
+        for start in range(0, len(files), args.batch_size):
+            chunk = files[start:start + args.batch_size]
+            images, errors = {}, {}
+            for index, path in enumerate(chunk):
+                try:
+                    images[index] = predictor.preprocess(path)
+                except ImageError as error:
+                    errors[index] = str(error)
+            rows = iter(predictor.probabilities(np.stack(list(images.values())))
+                        if images else [])
+            for index, path in enumerate(chunk):
+                if index in errors:
+                    failed += 1
+                    bar.write(f"error: {errors[index]}", file=sys.stderr)
+                    entries.append({"file": str(path), "top": [], "error": errors[index]})
+                    continue
+                row = next(rows)
+                top = predictor.top(row, args.top_k)
+                expected = _folder_label(path)
+                if expected is not None:
+                    labelled += 1
+                    best = top[0][0]
+                    correct += best == expected
+                    correct_folded += best.upper() == expected.upper()
+                entries.append({"file": str(path),
+                                "top": [{"label": label, "probability": round(p, 6)}
+                                        for label, p in top],
+                                "error": None})
+                if not args.json:
+                    bar.write(str(path) + "".join(f"\t{label} {p:.4f}" for label, p in top),
+                              file=sys.stdout)
+            bar.update(len(chunk))
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    if labelled:
+        print(f"accuracy against the folder labels: {correct / labelled:.4f} "
+              f"({correct}/{labelled}); case-insensitive: {correct_folded / labelled:.4f} "
+              f"({correct_folded}/{labelled})", file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(files)} files could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -69,6 +230,35 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.add_argument("--params", type=Path, default=Path("params.yaml"),
                             help="params file to read settings from (default: params.yaml)")
     preprocess.set_defaults(func=_preprocess)
+
+    predict = commands.add_parser(
+        "predict", help="recognise the letter in images or folders of images",
+        description="Print the top-k letters of each image: one line per image "
+                    "(path<TAB>letter probability<TAB>...), or a JSON array with --json. "
+                    "Folders are searched recursively; in an upper/A ... lower/z layout the "
+                    "accuracy against the folder labels is printed at the end (on stderr). "
+                    "Exit status: 0 all images predicted, 1 some could not be read, 2 usage "
+                    "error (such as no model).")
+    predict.add_argument("inputs", nargs="+", type=Path, metavar="FILE_OR_DIR",
+                         help="image files (PNG, JPEG, BMP, TIFF, WebP) or folders of them")
+    predict.add_argument("--model", default=None, metavar="PATH_OR_NAME",
+                         help="a .onnx or .keras file, a serving folder, or <arch>-<variant> "
+                              "such as lenet5-tuned (models/<arch>/<variant>.keras); default: "
+                              "models/serving/ if present, else the best models/*/tuned.keras")
+    predict.add_argument("--top-k", type=_positive_int, default=5,
+                         help="letters to show per image (default 5)")
+    predict.add_argument("--json", action="store_true", help="print a JSON array instead")
+    predict.add_argument("--batch-size", type=_positive_int, default=256,
+                         help="images per model call (default 256)")
+    predict.add_argument("--threads", type=_positive_int, default=None,
+                         help="ONNX Runtime threads (default: all cores)")
+    predict.add_argument("--models-dir", type=Path, default=Path("models"),
+                         help="where model names and the default model are looked up "
+                              "(default: ./models)")
+    predict.add_argument("--params", type=Path, default=Path("params.yaml"),
+                         help="params file with the preprocessing settings for a bare model "
+                              "file (default: params.yaml; the defaults when absent)")
+    predict.set_defaults(func=_predict)
     return parser
 
 
