@@ -27,7 +27,8 @@ import numpy as np
 
 from handwriting import labels
 from handwriting.datasets import write_json
-from handwriting.models.fitting import FeatureCache, fit_model, load_subset, mlflow_epoch_logger
+from handwriting.models.fitting import (FeatureCache, fit_model, frozen_feature_split,
+                                        load_subset, mlflow_epoch_logger)
 from handwriting.params import Params, load_params
 from handwriting.stages.train import FIT_KEYS, arch_settings, tracked_training
 
@@ -133,7 +134,8 @@ def search(arch: str, params: Params, split_dir: Path,
     fit_defaults, hparam_defaults = arch_settings(params, arch)
     seed = params.base.seed
     size = params.base.image_size
-    train = subsample(*load_subset(split_dir, "train"), settings["trial_fraction"], seed)
+    full_train = load_subset(split_dir, "train")
+    train = subsample(*full_train, settings["trial_fraction"], seed)
     val = load_subset(split_dir, "val")
     cache = cache if cache is not None else FeatureCache()
     n_trials = int(settings["n_trials"])
@@ -151,10 +153,13 @@ def search(arch: str, params: Params, split_dir: Path,
             try:
                 keras.utils.set_random_seed(seed + trial.number)
                 model = build(arch, (size, size, 1), labels.NUM_CLASSES, **hparams)
+                # A frozen base's features of the whole split are computed once anyway (the
+                # tuned model needs them), and its head trains fast: no need to subsample.
+                data = full_train if frozen_feature_split(model) is not None else train
                 history = fit_model(model, epochs=int(settings["trial_epochs"]),
                                     batch_size=int(fit["batch_size"]),
                                     optimizer=fit["optimizer"],
-                                    learning_rate=float(fit["learning_rate"]), train=train,
+                                    learning_rate=float(fit["learning_rate"]), train=data,
                                     val=val, seed=seed, cache=cache, verbose=0,
                                     callbacks=[mlflow_epoch_logger(), *_trial_callbacks(trial)])
             except optuna.TrialPruned:
