@@ -38,15 +38,6 @@ def params_file(tmp_path):
     return path
 
 
-@pytest.fixture()
-def mlflow_store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("DVC_EXP_NAME", "test-exp")
-    monkeypatch.chdir(tmp_path)
-    return uri
-
-
 def test_one_epoch_is_tracked_with_params_metrics_tags_and_artifacts(
         tmp_path, tiny_split, params_file, mlflow_store):
     from mlflow import MlflowClient

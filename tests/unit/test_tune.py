@@ -38,14 +38,6 @@ def write_params(tmp_path, **tune_changes):
     return path
 
 
-@pytest.fixture()
-def mlflow_store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)
-    return uri
-
-
 def trials_of(study):
     return [(t.params, t.state.name, t.value) for t in study.trials]
 
