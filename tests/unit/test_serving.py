@@ -403,3 +403,18 @@ def test_cli_other_subcommands_still_work(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["predict", "x.png", "--top-k", "0"])
     assert exit_info.value.code == 2
+
+
+def test_export_inlines_constants_the_model_captures(tmp_path):
+    # A Normalization layer with a fixed mean (as in the VGG models) is traced as a captured
+    # constant, which tf2onnx would leave as a second graph input.
+    inputs = keras.Input((SIZE, SIZE, 1))
+    x = keras.layers.Normalization(mean=[0.5], variance=[0.25])(inputs)
+    outputs = keras.layers.Dense(labels.NUM_CLASSES, activation="softmax")(
+        keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    path = export_onnx(model, tmp_path / "normalized.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [value.name for value in session.get_inputs()] == [INPUT_NAME]
+    images, _ = bars(8, seed=3)
+    assert agreement(model, path, images)["max_abs_diff"] < 1e-5

@@ -120,6 +120,35 @@ def _tidy(proto, model, image_size: int) -> None:
                         "A-Z then a-z")
 
 
+def _captured_constants(model, spec) -> dict[str, np.ndarray]:
+    """The constant tensors (not variables) that the traced model captures, by the name of
+    their placeholder inside the graph, such as the fixed ImageNet mean of the VGG models'
+    Normalization layer. tf2onnx leaves them as extra graph inputs; their names are the same
+    in this trace as in Keras' export trace."""
+    import tensorflow as tf
+
+    concrete = tf.function(lambda images: model(images, training=False)) \
+        .get_concrete_function(spec)
+    return {internal.name: external.numpy() for external, internal in concrete.graph.captures
+            if external.dtype != tf.resource}
+
+
+def _inline_constants(proto, constants: dict[str, np.ndarray]) -> None:
+    """Turn the graph inputs that are captured constants into initializers, leaving the image
+    as the only input; ValueError names any other extra input."""
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    extra = [value for value in graph.input if value.name in constants]
+    unknown = [value.name for value in graph.input if value.name not in constants]
+    if len(unknown) != 1:
+        raise ValueError(f"the exported graph has inputs {unknown} besides its known constants; "
+                         "expected exactly one image input")
+    for value in extra:
+        graph.initializer.append(numpy_helper.from_array(constants[value.name], value.name))
+        graph.input.remove(value)
+
+
 def _save_atomically(proto, path: Path) -> None:
     """Save beside the target, then rename: a reader never sees a half-written model."""
     import onnx
@@ -155,6 +184,8 @@ def export_onnx(model_or_path: ModelOrPath, path: str | os.PathLike, *,
             model.export(str(raw), format="onnx", verbose=False, input_signature=[spec],
                          opset_version=opset)
         proto = onnx.load(str(raw))
+    if len(proto.graph.input) > 1:
+        _inline_constants(proto, _captured_constants(model, spec))
     _tidy(proto, model, size)
     onnx.checker.check_model(proto)
     _save_atomically(proto, path)
