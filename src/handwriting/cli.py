@@ -204,6 +204,41 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (1-65535), got {value}")
+    return value
+
+
+def app_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The ``streamlit run`` command line and the environment that start the app."""
+    from handwriting.app import MAIN_SCRIPT
+    from handwriting.app.config import AppConfig
+
+    config = AppConfig(models_dir=args.models_dir, feedback_dir=args.feedback_dir,
+                       metrics_dir=args.metrics_dir, plots_dir=args.plots_dir,
+                       params=args.params)
+    command = [sys.executable, "-m", "streamlit", "run", str(MAIN_SCRIPT),
+               "--server.headless", "true", "--server.port", str(args.port),
+               "--server.address", args.address, "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "minimal"]
+    # TensorFlow's start-up chatter (no GPU found ...) would bury Streamlit's URL line.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+           **config.to_env()}
+    return command, env
+
+
+def _app(args: argparse.Namespace) -> int:
+    command, env = app_command(args)
+    print(f"starting the app on http://{args.address}:{args.port} (models: {args.models_dir}, "
+          f"corrections saved to: {args.feedback_dir}); Ctrl+C stops it", file=sys.stderr,
+          flush=True)
+    # Become the Streamlit server rather than wait for it: Ctrl+C and `kill` then reach the
+    # server itself, and no orphaned server is left behind.
+    os.execve(command[0], command, env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -259,6 +294,37 @@ def build_parser() -> argparse.ArgumentParser:
                          help="params file with the preprocessing settings for a bare model "
                               "file (default: params.yaml; the defaults when absent)")
     predict.set_defaults(func=_predict)
+
+    app = commands.add_parser(
+        "app", help="start the web app: draw or upload letters, compare models, fix mistakes",
+        description="Start the web app (Streamlit) and open it in a browser at the printed "
+                    "address. Pages: Home (the models found, the champion, saved "
+                    "corrections), Classify (upload PNG/JPEG images or draw a letter; each "
+                    "chosen model's letter, confidence, top 5, the preprocessed input, feature "
+                    "maps and Grad-CAM; a CSV of the results; save a correction when a model "
+                    "is wrong), Models (the evaluation: figures, training curves, confusion "
+                    "matrices) and About. Corrections go to --feedback-dir, which the next "
+                    "`dvc repro` adds to the training data. The app never trains: build the "
+                    "models first with `dvc repro`. Ctrl+C stops it.")
+    app.add_argument("--port", type=_port, default=8501, help="TCP port (default 8501)")
+    app.add_argument("--address", default="localhost",
+                     help="address to listen on (default: localhost, this machine only; "
+                          "0.0.0.0 for every network interface)")
+    app.add_argument("--models-dir", type=Path, default=Path("models"),
+                     help="trained models: <arch>/{untuned,tuned}.keras and serving/ "
+                          "(default: ./models)")
+    app.add_argument("--feedback-dir", type=Path, default=Path("data/feedback"),
+                     help="where corrections are saved, upper/A ... lower/z "
+                          "(default: ./data/feedback)")
+    app.add_argument("--metrics-dir", type=Path, default=Path("metrics"),
+                     help="evaluation results: evaluate.json, comparison.md, train/ "
+                          "(default: ./metrics)")
+    app.add_argument("--plots-dir", type=Path, default=Path("plots"),
+                     help="training curves and evaluation plots (default: ./plots)")
+    app.add_argument("--params", type=Path, default=Path("params.yaml"),
+                     help="params file with the preprocessing settings (default: params.yaml; "
+                          "the defaults when absent)")
+    app.set_defaults(func=_app)
     return parser
 
 

@@ -1,0 +1,186 @@
+"""The models the app can offer, found on disk; nothing is loaded here.
+
+* ``<arch>-untuned`` and ``<arch>-tuned`` for every ``models/<arch>/{untuned,tuned}.keras``;
+* ``ensemble``: the weighted soft vote of the tuned models (at least two), weighted by each
+  one's ``val_accuracy`` in ``metrics/train/<arch>-tuned.json``, as the ``evaluate`` stage
+  does; equal weights when any of those files is missing or unreadable;
+* ``champion``: the served model in ``models/serving/`` (written by the export stage), when
+  its ``serving.json`` is there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from handwriting.serving.predictor import SERVING_JSON
+
+# The architectures in the order the README presents them; other folders follow sorted.
+KNOWN_ARCHITECTURES = ("lenet5", "vgg16", "lstm", "gru", "lenet5_gru", "vgg16_gru")
+VARIANTS = ("untuned", "tuned")
+SERVING_FOLDER = "serving"
+ENSEMBLE = "ensemble"
+CHAMPION = "champion"
+# Preferred default selection when there is no champion: the best on real handwriting first
+# (the order `handwriting predict` uses).
+DEFAULT_PREFERENCE = ("lenet5_gru", "lenet5", "gru", "lstm", "vgg16_gru", "vgg16")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the model selector.
+
+    ``kind`` is ``"keras"`` (``path`` a ``.keras`` file), ``"champion"`` (``path`` the serving
+    folder) or ``"ensemble"`` (``members`` the tuned models' choices, ``weights`` their vote
+    weights, ``weights_from`` where those came from).
+    """
+
+    name: str
+    kind: str
+    path: Path | None = None
+    members: tuple[ModelChoice, ...] = ()
+    weights: tuple[float, ...] = ()
+    weights_from: str = ""
+    arch: str = ""
+    variant: str = ""
+    detail: str = ""  # one line for people: what this model is
+
+    @property
+    def keras_path(self) -> Path | None:
+        """The Keras model to explain (feature maps, Grad-CAM), when there is one."""
+        if self.kind == "keras":
+            return self.path
+        if self.kind == CHAMPION and self.path is not None:
+            candidate = self.path / "model.keras"
+            return candidate if candidate.is_file() else None
+        return None
+
+
+def architectures(models_dir: Path) -> list[str]:
+    """Architecture folders under ``models_dir`` that hold at least one model file."""
+    if not models_dir.is_dir():
+        return []
+    found = {folder.name for folder in models_dir.iterdir()
+             if folder.is_dir() and folder.name != SERVING_FOLDER
+             and any((folder / f"{variant}.keras").is_file() for variant in VARIANTS)}
+    known = [arch for arch in KNOWN_ARCHITECTURES if arch in found]
+    return known + sorted(found - set(known))
+
+
+def ensemble_weights(metrics_dir: Path, members: list[str]) -> tuple[tuple[float, ...], str]:
+    """(weights, where they came from) for the tuned models ``members`` (``<arch>-tuned``).
+
+    The ``val_accuracy`` of ``metrics_dir/train/<member>.json`` for each member; equal weights
+    when any is missing, unreadable or not a positive finite number, so that one stale file
+    cannot tilt the vote.
+    """
+    weights = []
+    for member in members:
+        path = metrics_dir / "train" / f"{member}.json"
+        try:
+            value = float(json.loads(path.read_text(encoding="utf-8"))["val_accuracy"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return tuple(1.0 for _ in members), f"equal (no val_accuracy in {path})"
+        if not math.isfinite(value) or value <= 0:
+            return tuple(1.0 for _ in members), f"equal ({path}: val_accuracy is {value})"
+        weights.append(value)
+    return tuple(weights), f"val_accuracy from {metrics_dir / 'train'}"
+
+
+def find_models(models_dir: Path, metrics_dir: Path) -> list[ModelChoice]:
+    """Every model the app can run: the champion, the ensemble, then each architecture's
+    untuned and tuned model."""
+    choices: list[ModelChoice] = []
+    report = champion_report(models_dir, metrics_dir)
+    if report is not None:
+        served = f"the served model ({report.name})" if report.name else "the served model"
+        choices.append(ModelChoice(CHAMPION, CHAMPION, report.folder,
+                                   detail=f"{served}, ONNX, from {report.folder}"))
+    singles = [ModelChoice(f"{arch}-{variant}", "keras", models_dir / arch / f"{variant}.keras",
+                           arch=arch, variant=variant,
+                           detail=f"{arch}, {variant}, Keras, {models_dir / arch}")
+               for arch in architectures(models_dir) for variant in VARIANTS
+               if (models_dir / arch / f"{variant}.keras").is_file()]
+    tuned = [choice for choice in singles if choice.variant == "tuned"]
+    if len(tuned) >= 2:
+        weights, origin = ensemble_weights(metrics_dir, [choice.name for choice in tuned])
+        choices.append(ModelChoice(
+            ENSEMBLE, ENSEMBLE, members=tuple(tuned), weights=weights, weights_from=origin,
+            detail=f"soft vote of {', '.join(c.name for c in tuned)}; weights: {origin}"))
+    return choices + singles
+
+
+def default_selection(choices: list[ModelChoice]) -> list[str]:
+    """What the selector starts with: the champion, else the preferred tuned model, else the
+    first model found."""
+    names = [choice.name for choice in choices]
+    if CHAMPION in names:
+        return [CHAMPION]
+    for arch in DEFAULT_PREFERENCE:
+        if f"{arch}-tuned" in names:
+            return [f"{arch}-tuned"]
+    return names[:1]
+
+
+@dataclass(frozen=True)
+class ChampionReport:
+    """What is known about the served model (written by the export stage).
+
+    ``settings``: its preprocessing (``models/serving/serving.json`` without the labels);
+    ``description``: that file's ``"model"`` entry (name, validation F1, ensemble members);
+    ``metrics``: ``metrics/serving.json`` (agreement, accuracy, sizes and latency of the ONNX
+    and int8 exports). ``problems``: files that exist but could not be read.
+    """
+
+    folder: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    description: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """Which model is served, such as ``lenet5-tuned`` or ``ensemble`` ("" if unknown)."""
+        return str(self.description.get("name") or self.metrics.get("champion") or "")
+
+    @property
+    def val_f1_macro(self) -> float | None:
+        """The validation macro F1 it was chosen by, when recorded."""
+        value = self.description.get("val_f1_macro", self.metrics.get("val_f1_macro"))
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        return {}, f"{path}: cannot be read ({error.strerror})"
+    except ValueError as error:
+        return {}, f"{path}: not valid JSON ({error}); run `dvc repro` to write it again"
+    if not isinstance(value, dict):
+        return {}, f"{path}: expected a JSON object; run `dvc repro` to write it again"
+    return value, ""
+
+
+def champion_report(models_dir: Path, metrics_dir: Path) -> ChampionReport | None:
+    """``models/serving/serving.json`` and ``metrics/serving.json``, or None when there is no
+    served model. Unreadable files are reported in ``problems``, not raised."""
+    folder = models_dir / SERVING_FOLDER
+    settings_path = folder / SERVING_JSON
+    if not settings_path.is_file():
+        return None
+    settings, problem = _read_json(settings_path)
+    problems = [problem] if problem else []
+    metrics: dict[str, Any] = {}
+    metrics_path = metrics_dir / "serving.json"
+    if metrics_path.is_file():
+        metrics, problem = _read_json(metrics_path)
+        problems += [problem] if problem else []
+    description = settings.get("model")
+    # The label list is long and says nothing new.
+    settings = {key: value for key, value in settings.items() if key not in ("labels", "model")}
+    return ChampionReport(folder, settings, description if isinstance(description, dict) else {},
+                          metrics, tuple(problems))
