@@ -2,8 +2,9 @@
 
 Run: ``python benchmarks/inference.py [--model PATH] [--calls 300] [--batch 256]``.
 
-Loads one Keras model (default: models/lenet5/tuned.keras, else an untrained LeNet-5 at 32x32,
-which times the same but predicts nonsense), exports it to ONNX and to int8 ONNX in a temporary
+Loads one Keras model (default: the champion, models/serving/model.keras, written by the export
+stage; else models/lenet5/tuned.keras; else an untrained LeNet-5 at 32x32, which times the same
+but predicts nonsense), exports it to ONNX and to int8 ONNX in a temporary
 folder, and prints
 
 * single-image latency (p50/p99 ms over ``--calls`` calls, one thread): ``model.predict``, the
@@ -32,7 +33,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / "models" / "lenet5" / "tuned.keras"
+CHAMPION_MODEL = REPO / "models" / "serving" / "model.keras"
+LENET5_MODEL = REPO / "models" / "lenet5" / "tuned.keras"
+DEFAULT_MODEL = CHAMPION_MODEL if CHAMPION_MODEL.is_file() else LENET5_MODEL
 EMNIST = REPO.parent / "shared" / "data" / "emnist-letters"
 WARMUP = 10
 

@@ -73,6 +73,14 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Export:
+    registered_model: str
+    latency_budget_ms: float
+    latency_calls: int
+    throughput_batch: int
+
+
+@dataclass(frozen=True)
 class Params:
     base: Base
     preprocess: Preprocess
@@ -85,6 +93,7 @@ class Params:
     # Search settings and per-architecture spaces: the tune stage validates them.
     tune: dict = field(default=None)  # type: ignore[assignment]
     evaluate: dict = field(default=None)  # type: ignore[assignment]
+    export: Export = field(default=None)  # type: ignore[assignment]
 
     @property
     def preprocessing(self) -> PreprocessSettings:
@@ -122,7 +131,7 @@ def _build(cls: type, values: Any, where: str) -> Any:
 
 _TYPES: dict[str, type] = {
     "Base": Base, "Preprocess": Preprocess, "Synthetic": Synthetic, "Raw": Raw,
-    "Balance": Balance, "Augment": Augment, "Split": Split,
+    "Balance": Balance, "Augment": Augment, "Split": Split, "Export": Export,
 }
 
 
@@ -174,4 +183,15 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not 8 <= params.base.image_size <= 512:
         raise ParamsError(f"params.yaml: base.image_size must be between 8 and 512, "
                           f"got {params.base.image_size}")
+    if params.export is not None:
+        if not params.export.registered_model.strip():
+            raise ParamsError("params.yaml: export.registered_model must name the registered "
+                              "model, e.g. handwriting-letters")
+        if params.export.latency_budget_ms < 0:
+            raise ParamsError("params.yaml: export.latency_budget_ms must be 0 (no limit) or "
+                              f"more, got {params.export.latency_budget_ms}")
+        for key in ("latency_calls", "throughput_batch"):
+            if getattr(params.export, key) < 1:
+                raise ParamsError(f"params.yaml: export.{key} must be at least 1, got "
+                                  f"{getattr(params.export, key)}")
     return params

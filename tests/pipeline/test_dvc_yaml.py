@@ -84,8 +84,13 @@ def test_every_param_read_is_declared(name):
         from handwriting.stages.tune import SEARCH_SETTINGS
 
         read |= {f"tune.{key}" for key in SEARCH_SETTINGS} | {"tune.${item}"}
-    if "params.evaluate" in source:
+    # `(params.evaluate or {}).get("key", ...)` reads one key; any other use the whole section.
+    evaluate_keys = re.findall(r'\(params\.evaluate or \{\}\)\.get\("(\w+)"', source)
+    read |= {f"evaluate.{key}" for key in evaluate_keys}
+    if source.count("params.evaluate") > len(evaluate_keys):
         read.add("evaluate")
+    if "params.export" in source:
+        read.add("export")
     if "params.preprocessing" in source:
         read |= {"base.image_size", "preprocess.margin", "preprocess.max_pixels"}
     undeclared = sorted(key for key in read
@@ -98,3 +103,12 @@ def test_the_import_scan_finds_indirect_imports():
     files = {p.relative_to(SRC).as_posix() for p in imported_files("handwriting.stages.raw")}
     assert {"handwriting/imaging.py", "handwriting/labels.py", "handwriting/__init__.py",
             "handwriting/synth/__init__.py"} <= files
+
+
+@pytest.mark.parametrize("name", ["evaluate", "export"])
+def test_model_deps_name_every_architecture(name):
+    # These stages list models/<arch> one by one (not `models`, which holds export's own
+    # output models/serving), so the list must follow train.architectures.
+    archs = yaml.safe_load((REPO / "params.yaml").read_text())["train"]["architectures"]
+    model_deps = {dep for dep in STAGES[name]["deps"] if dep.startswith("models/")}
+    assert model_deps == {f"models/{arch}" for arch in archs}

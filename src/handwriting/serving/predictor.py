@@ -11,7 +11,7 @@ same as in training, with the settings stored beside the model. A serving folder
     model.onnx        float32 ONNX export (served by default)
     model.int8.onnx   int8-quantised copy (smaller; Predictor.from_directory(..., variant="int8"))
     model.keras       the Keras model, the fallback when ONNX Runtime is unavailable
-    serving.json      {"image_size", "margin", "max_pixels", "labels"}
+    serving.json      {"image_size", "margin", "max_pixels", "labels", "model" (optional)}
 
 ONNX Runtime and TensorFlow are imported only when a predictor is built.
 """
@@ -243,13 +243,15 @@ class Predictor:
 
 def write_serving_dir(directory: str | os.PathLike, model_path_or_keras_model: Any,
                       settings: PreprocessSettings | None = None, *,
-                      calibration_images: np.ndarray | None = None) -> Path:
+                      calibration_images: np.ndarray | None = None,
+                      description: dict[str, Any] | None = None) -> Path:
     """Write a self-contained serving folder for :meth:`Predictor.from_directory`.
 
     Writes ``model.keras`` (a copy of the Keras model: the fallback), ``model.onnx``,
     ``model.int8.onnx`` (see :func:`~handwriting.serving.onnx_export.quantize_int8`; pass
     ``calibration_images`` to let it consider static quantisation) and ``serving.json`` with
-    the preprocessing settings and the labels. Returns the folder.
+    the preprocessing settings, the labels and ``description`` (under ``"model"``: what the
+    model is, e.g. its name and validation score). Returns the folder.
     """
     import keras
 
@@ -277,5 +279,7 @@ def write_serving_dir(directory: str | os.PathLike, model_path_or_keras_model: A
     quantize_int8(onnx_path, directory / INT8_FILE, calibration_images)
     config = {"image_size": settings.image_size, "margin": settings.margin,
               "max_pixels": settings.max_pixels, "labels": list(labels.CLASSES)}
+    if description:
+        config["model"] = description
     (directory / SERVING_JSON).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return directory

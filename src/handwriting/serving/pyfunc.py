@@ -1,0 +1,241 @@
+"""The champion as an MLflow pyfunc model, in the MLflow model registry, behind `mlflow models serve`.
+
+:class:`LetterClassifier` wraps a serving folder (:func:`~handwriting.serving.predictor.
+write_serving_dir`): its ONNX model, preprocessing settings and labels travel as the MLflow
+model's artifacts, and prediction runs the shared preprocessing and ONNX Runtime, the same
+path as ``handwriting predict`` and the app.
+
+A request holds base64-encoded image files (PNG, JPEG, BMP, TIFF or WebP) in a column
+``image``::
+
+    {"dataframe_records": [{"image": "<base64 of letter.png>"}], "params": {"top_k": 3}}
+
+and the answer holds, per image, the predicted ``label``, its ``probability`` and the top-k
+``top_labels`` / ``top_probabilities``. An image that cannot be used fails the whole request
+with HTTP 400 and a message naming the row and the problem.
+
+:func:`register_champion` logs the model in an MLflow run, registers it as a new version and
+moves the ``champion`` alias to it only when its validation F1 is at least the current
+champion's (or the current champion is slower than the latency budget now in force).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+
+ALIAS = "champion"
+IMAGE_COLUMN = "image"
+SERVING_ARTIFACT = "serving"
+# A request is refused beyond these: they keep one request from holding the server for long.
+MAX_IMAGES_PER_REQUEST = 256
+MAX_IMAGE_BYTES = 10 * 2**20
+MAX_TOP_K = 52
+# The tags on each registered version that the alias decision compares.
+SCORE_TAG = "val_f1_macro"
+LATENCY_TAG = "latency_p50_ms"
+
+
+def _bad_request(message: str):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    # INVALID_PARAMETER_VALUE is answered with HTTP 400 by the scoring server.
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _image_bytes(value: Any, row: int) -> bytes:
+    """The file bytes of one request row: base64 text (from JSON) or raw bytes (in-process)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    elif isinstance(value, str):
+        if len(value) > MAX_IMAGE_BYTES * 4 // 3 + 8:
+            raise _bad_request(f"row {row}: the image is larger than "
+                               f"{MAX_IMAGE_BYTES // 2**20} MiB; send a smaller file")
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise _bad_request(f"row {row}: '{IMAGE_COLUMN}' is not valid base64; send the "
+                               "image file's bytes base64-encoded, e.g. `base64 -w0 "
+                               "letter.png`") from None
+    else:
+        raise _bad_request(f"row {row}: '{IMAGE_COLUMN}' must be a base64-encoded image file, "
+                           f"got {type(value).__name__}")
+    if not data:
+        raise _bad_request(f"row {row}: the image is empty; send the bytes of a PNG or JPEG")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise _bad_request(f"row {row}: the image is larger than "
+                           f"{MAX_IMAGE_BYTES // 2**20} MiB; send a smaller file")
+    return data
+
+
+def _top_k(params: dict[str, Any] | None) -> int:
+    value = (params or {}).get("top_k", 5)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or not 1 <= value <= MAX_TOP_K:
+        raise _bad_request(f"params.top_k must be an integer from 1 to {MAX_TOP_K}, "
+                           f"got {value!r}")
+    return int(value)
+
+
+class LetterClassifier(mlflow.pyfunc.PythonModel):
+    """Image files in, letters out: the shared preprocessing and the ONNX model of a serving
+    folder (the ``serving`` artifact)."""
+
+    def load_context(self, context) -> None:
+        """Open the serving folder's ONNX model (one thread per call: requests run side by
+        side)."""
+        from handwriting.serving.predictor import Predictor
+
+        self.predictor = Predictor.from_directory(context.artifacts[SERVING_ARTIFACT])
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+        """A DataFrame with column ``image`` (base64 text or bytes of image files) -> a
+        DataFrame with ``label``, ``probability``, ``top_labels``, ``top_probabilities``.
+
+        Raises MlflowException (HTTP 400 when served) naming the row of an unusable image.
+        """
+        import pandas as pd
+
+        from handwriting.imaging import ImageError
+
+        top_k = _top_k(params)
+        if not isinstance(model_input, pd.DataFrame) or IMAGE_COLUMN not in model_input:
+            raise _bad_request(f"expected a column '{IMAGE_COLUMN}' of base64-encoded image "
+                               "files")
+        if len(model_input) == 0:
+            raise _bad_request("the request holds no images")
+        if len(model_input) > MAX_IMAGES_PER_REQUEST:
+            raise _bad_request(f"the request holds {len(model_input)} images; send at most "
+                               f"{MAX_IMAGES_PER_REQUEST} per request")
+        images = []
+        for row, value in enumerate(model_input[IMAGE_COLUMN]):
+            data = _image_bytes(value, row)
+            try:
+                images.append(self.predictor.preprocess(data, name=f"row {row}"))
+            except ImageError as error:
+                raise _bad_request(str(error)) from None
+        probabilities = self.predictor.probabilities(np.stack(images))
+        rows = []
+        for row in probabilities:
+            top = self.predictor.top(row, top_k)
+            rows.append({"label": top[0][0], "probability": top[0][1],
+                         "top_labels": [label for label, _ in top],
+                         "top_probabilities": [probability for _, probability in top]})
+        return pd.DataFrame(rows, columns=["label", "probability", "top_labels",
+                                           "top_probabilities"])
+
+
+def signature():
+    """The model's input, output and params schema (shown by the MLflow UI)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec(DataType.string, IMAGE_COLUMN)]),
+        outputs=Schema([ColSpec(DataType.string, "label"),
+                        ColSpec(DataType.double, "probability"),
+                        ColSpec(Array(DataType.string), "top_labels"),
+                        ColSpec(Array(DataType.double), "top_probabilities")]),
+        params=ParamSchema([ParamSpec("top_k", DataType.long, 5)]),
+    )
+
+
+def _requirements() -> list[str]:
+    """What the served model imports, pinned to the versions here. The ``handwriting``
+    package itself is not on PyPI: serve from the project's environment
+    (``--env-manager local``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pinned = []
+    for package in ("mlflow", "onnxruntime", "numpy", "pandas", "pillow",
+                    "opencv-python-headless", "pyyaml"):
+        try:
+            pinned.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pinned.append(package)
+    return pinned
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The outcome of :func:`register_champion`."""
+
+    name: str
+    version: str
+    alias_moved: bool
+    previous_version: str | None
+    previous_score: float | None
+    previous_latency_ms: float | None
+
+
+def _current_champion(client, name: str) -> tuple[str | None, float | None, float | None]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        current = client.get_model_version_by_alias(name, ALIAS)
+    except MlflowException:
+        return None, None, None  # no registered model or no alias yet
+    score, latency = current.tags.get(SCORE_TAG), current.tags.get(LATENCY_TAG)
+    return (str(current.version), float(score) if score is not None else None,
+            float(latency) if latency is not None else None)
+
+
+def should_move_alias(score: float, previous_score: float | None,
+                      previous_latency_ms: float | None, budget_ms: float = 0.0) -> bool:
+    """Whether a new model with validation F1 ``score`` replaces the current champion: when
+    there is none (or it has no score), when the current one is slower than the latency
+    budget (``budget_ms`` > 0) now in force, or when the new one is at least as good."""
+    if previous_score is None:
+        return True
+    if budget_ms and previous_latency_ms is not None and previous_latency_ms > budget_ms:
+        return True
+    return score >= previous_score
+
+
+def register_champion(serving_dir: str | os.PathLike, *, name: str, champion: str,
+                      score: float, example_image: bytes, latency_ms: float | None = None,
+                      budget_ms: float = 0.0,
+                      tags: dict[str, str] | None = None) -> Registration:
+    """Log the serving folder as a pyfunc model in the active MLflow run, register it under
+    ``name`` and point alias ``champion`` at it when :func:`should_move_alias` says so.
+
+    ``score``: validation macro F1; ``latency_ms``: end-to-end p50 latency of one image;
+    ``budget_ms``: the latency budget in force (0: none). ``example_image``: the bytes of one
+    image file, the model's input example. The version is tagged with ``champion`` (the
+    model's name in the pipeline), the score, the latency and ``tags``.
+    """
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    serving_dir = Path(serving_dir)
+    if not (serving_dir / "serving.json").is_file():
+        raise FileNotFoundError(f"{serving_dir}: not a serving folder (no serving.json); run "
+                                "`dvc repro export`")
+    example = pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(example_image).decode("ascii")]})
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=LetterClassifier(),
+        artifacts={SERVING_ARTIFACT: str(serving_dir)}, signature=signature(),
+        input_example=example, pip_requirements=_requirements(),
+        registered_model_name=name)
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    previous_version, previous_score, previous_latency = _current_champion(client, name)
+    version_tags = {"champion": champion, SCORE_TAG: f"{score:.6f}", **(tags or {})}
+    if latency_ms is not None:
+        version_tags[LATENCY_TAG] = f"{latency_ms:.4f}"
+    for key, value in version_tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    moved = should_move_alias(score, previous_score, previous_latency, budget_ms)
+    if moved:
+        client.set_registered_model_alias(name, ALIAS, version)
+    return Registration(name=name, version=version, alias_moved=moved,
+                        previous_version=previous_version, previous_score=previous_score,
+                        previous_latency_ms=previous_latency)

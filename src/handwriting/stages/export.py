@@ -1,0 +1,332 @@
+"""Stage export: the champion's serving folder, ONNX exports of every tuned model, serving
+figures, and the champion in the MLflow model registry.
+
+* The champion is the tuned model (or the soft-vote ensemble of the tuned models) with the
+  best macro F1 on the **validation** split among those that answer one image end to end
+  within ``export.latency_budget_ms`` (0: no limit); the test split stays for the figures
+  below. A tie goes to a single model (faster than the ensemble).
+* ``models/onnx/<arch>-tuned.onnx`` and ``.int8.onnx`` for every tuned model, and
+  ``ensemble.onnx``, each checked against its Keras model on the test split (top-1
+  agreement, largest probability gap) and timed end to end.
+* ``models/serving/``: the champion's ONNX, int8 ONNX and Keras files with its preprocessing
+  settings and labels (:func:`handwriting.serving.predictor.write_serving_dir`).
+* ``metrics/serving.json``: agreement, test accuracy of each variant, file sizes, single-image
+  latency end to end (PNG bytes -> top-5, one thread; p50 and p99) and batched throughput.
+* The MLflow registry: a new version of ``export.registered_model`` (a pyfunc model carrying
+  the serving folder); the ``champion`` alias moves to it only when its validation F1 is at
+  least the current champion's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handwriting.datasets import load_arrays, write_json
+from handwriting.params import Params, load_params
+
+ENSEMBLE = "ensemble"
+# Side of the dark-on-white PNGs the latency figure decodes: a typical small upload, so the
+# figure includes real decoding and cropping work, not only the model.
+LATENCY_IMAGE_SIDE = 128
+WARM_UP_CALLS = 20
+THROUGHPUT_SECONDS = 1.5
+CALIBRATION_IMAGES = 512
+
+
+def pick_champion(scores: dict[str, float]) -> str:
+    """The key with the best score; on a tie a single model beats the ensemble, then the
+    alphabetically first name wins (a stable choice)."""
+    if not scores:
+        raise ValueError("no candidate models to choose a champion from")
+    return min(scores, key=lambda key: (-scores[key], key == ENSEMBLE, key))
+
+
+def choose_champion(scores: dict[str, float], latencies: dict[str, float], budget_ms: float
+                    ) -> tuple[str, set[str]]:
+    """The champion among the models whose end-to-end p50 latency is within ``budget_ms``
+    (0: no limit; when none is, among all), and the set of models that were eligible."""
+    eligible = {key for key in scores if budget_ms == 0 or latencies[key] <= budget_ms}
+    eligible = eligible or set(scores)
+    return pick_champion({key: scores[key] for key in eligible}), eligible
+
+
+def latency_pngs(images: np.ndarray, count: int) -> list[bytes]:
+    """``count`` PNG files made from preprocessed uint8 images (ink = 255): dark ink on white,
+    enlarged to LATENCY_IMAGE_SIDE pixels, as a user's upload would be."""
+    import cv2
+
+    files = []
+    for index in range(count):
+        image = 255 - images[index % len(images)]
+        image = cv2.resize(image, (LATENCY_IMAGE_SIDE, LATENCY_IMAGE_SIDE),
+                           interpolation=cv2.INTER_LINEAR)
+        ok, encoded = cv2.imencode(".png", image)
+        if not ok:
+            raise RuntimeError("OpenCV could not encode a PNG")
+        files.append(encoded.tobytes())
+    return files
+
+
+def end_to_end_latency_ms(predictor, files: list[bytes]) -> dict[str, float]:
+    """p50 and p99 wall time (ms) of ``predictor.predict(png_bytes, top_k=5)``, one image per
+    call, after a warm-up."""
+    for data in files[:WARM_UP_CALLS]:
+        predictor.predict(data, top_k=5)
+    times = []
+    for data in files:
+        start = time.perf_counter()
+        predictor.predict(data, top_k=5)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return {"p50_ms": round(float(np.percentile(times, 50)), 4),
+            "p99_ms": round(float(np.percentile(times, 99)), 4)}
+
+
+def batched_throughput(predictor, images: np.ndarray, batch_size: int) -> float:
+    """Preprocessed images per second through ``predictor.probabilities`` in batches of
+    ``batch_size``, measured over at least THROUGHPUT_SECONDS."""
+    reps = -(-batch_size // len(images))
+    batch = np.concatenate([images] * reps)[:batch_size]
+    predictor.probabilities(batch)  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < THROUGHPUT_SECONDS:
+        predictor.probabilities(batch)
+        done += len(batch)
+    return round(done / (time.perf_counter() - start), 1)
+
+
+def keras_probabilities(model, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """(N, 52) probabilities of (N, S, S) float images from a Keras model, batched."""
+    import keras
+
+    outputs = [keras.ops.convert_to_numpy(model(inputs[start:start + batch_size, ..., None],
+                                                training=False))
+               for start in range(0, len(inputs), batch_size)]
+    return np.concatenate(outputs)
+
+
+def _size_mb(path: Path) -> float:
+    return round(path.stat().st_size / 2**20, 3)
+
+
+def _ensemble_weights(params: Params, archs: list[str], train_metrics_dir: Path
+                      ) -> list[float] | None:
+    if (params.evaluate or {}).get("ensemble_weighting", "val_accuracy") != "val_accuracy":
+        return None
+    weights = []
+    for arch in archs:
+        path = train_metrics_dir / f"{arch}-tuned.json"
+        if not path.is_file():
+            raise SystemExit(f"export: {path} is missing; run `dvc repro` to tune {arch}")
+        weights.append(float(json.loads(path.read_text())["val_accuracy"]))
+    return weights
+
+
+def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Path,
+        serving_dir: Path, onnx_dir: Path, metrics_path: Path, *,
+        register: bool = True) -> dict[str, Any]:
+    """Choose the champion, export and measure it, export every tuned model, register the
+    champion; returns what metrics/serving.json holds."""
+    import keras
+
+    from handwriting.evaluation.metrics import classification_metrics, soft_vote
+    from handwriting.serving.ensemble import build_soft_vote_ensemble
+    from handwriting.serving.onnx_export import agreement, export_onnx, quantize_int8
+    from handwriting.serving.predictor import (
+        INT8_FILE,
+        KERAS_FILE,
+        ONNX_FILE,
+        Predictor,
+        write_serving_dir,
+    )
+
+    if params.export is None:
+        raise SystemExit("export: params.yaml has no 'export' section; see the README")
+    archs = list(params.train["architectures"])
+    val = load_arrays(split_dir / "val", "images", "labels")
+    test = load_arrays(split_dir / "test", "images", "labels")
+    val_inputs = val["images"].astype(np.float32) / 255.0
+    test_inputs = test["images"].astype(np.float32) / 255.0
+
+    settings = params.export
+    files = latency_pngs(test["images"], settings.latency_calls)
+    models: dict[str, Any] = {}
+    val_probabilities: dict[str, np.ndarray] = {}
+    scores: dict[str, float] = {}
+    exports: dict[str, Any] = {}
+    for arch in archs:
+        key = f"{arch}-tuned"
+        path = models_dir / arch / "tuned.keras"
+        if not path.is_file():
+            raise SystemExit(f"export: {path} is missing; run `dvc repro` to tune {arch}")
+        model = keras.saving.load_model(path, compile=False)
+        models[key] = model
+        val_probabilities[key] = keras_probabilities(model, val_inputs)
+        scores[key] = classification_metrics(val["labels"], val_probabilities[key])["f1_macro"]
+        onnx_path = export_onnx(model, onnx_dir / f"{key}.onnx")
+        int8_path = quantize_int8(onnx_path, onnx_dir / f"{key}.int8.onnx")
+        exports[key] = {
+            "val_f1_macro": round(scores[key], 6),
+            "onnx": _rounded(agreement(model, onnx_path, test_inputs)),
+            "int8": _rounded(agreement(model, int8_path, test_inputs)),
+            "onnx_mb": _size_mb(onnx_path), "int8_mb": _size_mb(int8_path),
+            "latency_p50_ms": end_to_end_latency_ms(
+                Predictor(onnx_path, params.preprocessing), files)["p50_ms"],
+        }
+        print(f"export: {key}: validation F1 {scores[key]:.4f}, end to end p50 "
+              f"{exports[key]['latency_p50_ms']:.3f} ms; ONNX agrees on "
+              f"{exports[key]['onnx']['top1_agreement']:.4f}, int8 on "
+              f"{exports[key]['int8']['top1_agreement']:.4f} of the test images", flush=True)
+
+    weights = None
+    if (params.evaluate or {}).get("ensemble", "soft") == "soft":
+        weights = _ensemble_weights(params, archs, train_metrics_dir)
+        members = [f"{arch}-tuned" for arch in archs]
+        vote = soft_vote([val_probabilities[key] for key in members], weights)
+        scores[ENSEMBLE] = classification_metrics(val["labels"], vote)["f1_macro"]
+        models[ENSEMBLE] = build_soft_vote_ensemble([models[key] for key in members], weights)
+        onnx_path = export_onnx(models[ENSEMBLE], onnx_dir / f"{ENSEMBLE}.onnx")
+        exports[ENSEMBLE] = {
+            "val_f1_macro": round(scores[ENSEMBLE], 6),
+            "onnx": _rounded(agreement(models[ENSEMBLE], onnx_path, test_inputs)),
+            "onnx_mb": _size_mb(onnx_path),
+            "latency_p50_ms": end_to_end_latency_ms(
+                Predictor(onnx_path, params.preprocessing), files)["p50_ms"],
+        }
+        print(f"export: ensemble: validation F1 {scores[ENSEMBLE]:.4f}, end to end p50 "
+              f"{exports[ENSEMBLE]['latency_p50_ms']:.3f} ms", flush=True)
+
+    budget = settings.latency_budget_ms
+    latencies = {key: exports[key]["latency_p50_ms"] for key in scores}
+    champion, fast_enough = choose_champion(scores, latencies, budget)
+    if not any(latency <= budget for latency in latencies.values()) and budget:
+        print(f"export: WARNING: no model answers within export.latency_budget_ms = {budget} "
+              "ms; the champion was chosen among all of them", flush=True)
+    print(f"export: champion: {champion} (validation F1 {scores[champion]:.4f}, end to end p50 "
+          f"{exports[champion]['latency_p50_ms']:.3f} ms; latency budget "
+          f"{budget or 'none'} ms)", flush=True)
+
+    description: dict[str, Any] = {"name": champion,
+                                   "val_f1_macro": round(scores[champion], 6)}
+    if champion == ENSEMBLE:
+        description.update(members=[f"{arch}-tuned" for arch in archs],
+                           weights=[round(w, 6) for w in (weights or [1.0] * len(archs))])
+    champion_model = models[champion]
+    write_serving_dir(serving_dir, champion_model, params.preprocessing,
+                      calibration_images=val_inputs[:CALIBRATION_IMAGES],
+                      description=description)
+
+    figures: dict[str, Any] = {
+        "champion": champion, "val_f1_macro": round(scores[champion], 6),
+        "latency_budget_ms": budget,
+        "candidates": {key: {"val_f1_macro": round(score, 6),
+                             "latency_p50_ms": exports[key]["latency_p50_ms"],
+                             "within_budget": key in fast_enough}
+                       for key, score in sorted(scores.items())},
+    }
+    threads = max(1, os.cpu_count() or 1)
+    for variant, file_name in (("onnx", ONNX_FILE), ("int8", INT8_FILE)):
+        single = Predictor.from_directory(serving_dir, variant=variant)
+        batched = Predictor.from_directory(serving_dir, variant=variant,
+                                           intra_op_threads=threads)
+        predicted = batched.probabilities(test_inputs).argmax(axis=1)
+        figures[variant] = {
+            **_rounded(agreement(champion_model, serving_dir / file_name, test_inputs)),
+            "test_accuracy": round(float(np.mean(predicted == test["labels"])), 6),
+            "size_mb": _size_mb(serving_dir / file_name),
+            "latency_end_to_end": end_to_end_latency_ms(single, files),
+            "throughput_images_per_s": batched_throughput(batched, test_inputs,
+                                                          settings.throughput_batch),
+            "throughput_threads": threads,
+        }
+        print(f"export: champion {variant}: test accuracy "
+              f"{figures[variant]['test_accuracy']:.4f}, agreement "
+              f"{figures[variant]['top1_agreement']:.4f}, end to end p50 "
+              f"{figures[variant]['latency_end_to_end']['p50_ms']:.3f} ms, batched "
+              f"{figures[variant]['throughput_images_per_s']:.0f} images/s", flush=True)
+    figures["keras_mb"] = _size_mb(serving_dir / KERAS_FILE)
+    figures["exports"] = exports
+    write_json(metrics_path, figures)
+
+    if register:
+        _register(params, serving_dir, champion, scores[champion], files[0], figures)
+    return figures
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {key: (value if isinstance(value, int) else round(float(value), 8))
+            for key, value in values.items()}
+
+
+def _register(params: Params, serving_dir: Path, champion: str, score: float,
+              example_png: bytes, figures: dict[str, Any]) -> None:
+    import mlflow
+
+    from handwriting import tracking
+    from handwriting.serving.pyfunc import ALIAS, register_champion
+
+    tracking.configure()
+    name = params.export.registered_model
+    with mlflow.start_run(run_name="export"):
+        mlflow.set_tags({"stage": "export", "champion": champion,
+                         "git_commit": tracking.git_commit()})
+        mlflow.log_params({"champion": champion, "registered_model": name})
+        for variant in ("onnx", "int8"):
+            part = figures[variant]
+            mlflow.log_metrics({
+                f"{variant}_top1_agreement": part["top1_agreement"],
+                f"{variant}_test_accuracy": part["test_accuracy"],
+                f"{variant}_size_mb": part["size_mb"],
+                f"{variant}_latency_p50_ms": part["latency_end_to_end"]["p50_ms"],
+                f"{variant}_latency_p99_ms": part["latency_end_to_end"]["p99_ms"],
+                f"{variant}_throughput_images_per_s": part["throughput_images_per_s"],
+            })
+        mlflow.log_metric("val_f1_macro", score)
+        result = register_champion(
+            serving_dir, name=name, champion=champion, score=score, example_image=example_png,
+            latency_ms=figures["onnx"]["latency_end_to_end"]["p50_ms"],
+            budget_ms=params.export.latency_budget_ms,
+            tags={"git_commit": tracking.git_commit()})
+    if result.alias_moved:
+        print(f"export: registered {name} version {result.version}; alias '{ALIAS}' now "
+              f"points to it (previous: {result.previous_version or 'none'})", flush=True)
+    else:
+        print(f"export: registered {name} version {result.version}; alias '{ALIAS}' stays on "
+              f"version {result.previous_version} (validation F1 {result.previous_score:.4f} "
+              f"> {score:.4f}); point it here with `MlflowClient().set_registered_model_alias"
+              f"('{name}', '{ALIAS}', {result.version})` if you want this one served",
+              flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (dvc.yaml passes every path)."""
+    parser = argparse.ArgumentParser(prog="python -m handwriting.stages.export",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--split", type=Path, required=True, help="split array folder")
+    parser.add_argument("--models", type=Path, required=True,
+                        help="models/ folder (reads <arch>/tuned.keras)")
+    parser.add_argument("--train-metrics", type=Path, required=True,
+                        help="folder of the training summaries (ensemble weights)")
+    parser.add_argument("--serving", type=Path, required=True,
+                        help="serving folder to write (the champion)")
+    parser.add_argument("--onnx", type=Path, required=True,
+                        help="folder for the ONNX exports of every tuned model")
+    parser.add_argument("--metrics", type=Path, required=True, help="serving.json to write")
+    parser.add_argument("--no-register", action="store_true",
+                        help="skip the MLflow registry (the files are still written)")
+    args = parser.parse_args(argv)
+    run(load_params(args.params), args.split, args.models, args.train_metrics, args.serving,
+        args.onnx, args.metrics, register=not args.no_register)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
