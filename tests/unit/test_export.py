@@ -256,3 +256,28 @@ def test_export_names_a_missing_model_and_a_missing_section(project, tmp_path):
         export.run(load_params(tmp_path / "params.yaml"), project / "split", project / "models",
                    project / "metrics" / "train", tmp_path / "serving", tmp_path / "onnx",
                    tmp_path / "serving.json", register=False)
+
+
+def test_the_ensemble_model_is_the_weighted_soft_vote_of_its_members():
+    from handwriting.evaluation.metrics import soft_vote
+    from handwriting.models.zoo import build
+    from handwriting.serving.ensemble import build_soft_vote_ensemble
+
+    keras.utils.set_random_seed(1)
+    members = [build("lenet5", (32, 32, 1), labels.NUM_CLASSES),
+               build("gru", (32, 32, 1), labels.NUM_CLASSES, units=8)]
+    images, _ = bars(8, seed=11)
+    expected = soft_vote([keras.ops.convert_to_numpy(m(images[..., None])) for m in members],
+                         [0.9, 0.3])
+    ensemble = build_soft_vote_ensemble(members, [0.9, 0.3])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ensemble(images[..., None])),
+                               expected, atol=1e-6)
+    assert [m.name for m in members] == ["lenet5", "gru"]  # unique names are left alone
+    with pytest.raises(ValueError, match="non-negative"):
+        build_soft_vote_ensemble(members, [1.0, -1.0])
+    with pytest.raises(ValueError, match="at least one"):
+        build_soft_vote_ensemble([])
+    with pytest.raises(ValueError, match="outputs"):
+        inputs = keras.Input((32, 32, 1))
+        build_soft_vote_ensemble([keras.Model(inputs, keras.layers.Dense(3)(
+            keras.layers.Flatten()(inputs)))])

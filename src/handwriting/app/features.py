@@ -63,13 +63,13 @@ def _extractor(model: keras.Model, path: tuple) -> Callable[[Any], Any]:
     """
     # Private helpers of explain.py, reused so that feature maps and Grad-CAM split models
     # the same way.
-    from handwriting.evaluation.explain import _outer_tensors, _piece
+    from handwriting.evaluation.explain import model_piece, outer_tensors
 
     head, *rest = path
     if not rest:
-        return _piece(model.inputs[0], head.output)
-    entering, _ = _outer_tensors(head)
-    before = _piece(model.inputs[0], entering)
+        return model_piece(model.inputs[0], head.output)
+    entering, _ = outer_tensors(head)
+    before = model_piece(model.inputs[0], entering)
     inner = _extractor(head, tuple(rest))
     return lambda x: inner(before(x))
 

@@ -168,7 +168,7 @@ def _find(model: keras.Model, layer_name: str) -> tuple:
     return min(matches, key=len)
 
 
-def _outer_tensors(sub: keras.Model) -> tuple[Tensor, Tensor]:
+def outer_tensors(sub: keras.Model) -> tuple[Tensor, Tensor]:
     """The tensors that enter and leave a nested model in its parent's graph.
 
     A Keras 3 Functional's own ``.input``/``.output`` name its *internal* tensors, so the
@@ -189,7 +189,7 @@ def _outer_tensors(sub: keras.Model) -> tuple[Tensor, Tensor]:
     return inputs[0], outputs[0]
 
 
-def _piece(inputs: Tensor, outputs: Tensor) -> Piece:
+def model_piece(inputs: Tensor, outputs: Tensor) -> Piece:
     """The part of a graph from ``inputs`` to ``outputs``, run in inference mode."""
     import keras
 
@@ -210,10 +210,10 @@ def _split(model: keras.Model, path: tuple, end: Tensor) -> tuple[Piece, Piece]:
     """(input -> the output of ``path[-1]``, that output -> ``end``), through nested models."""
     if len(path) == 1:
         target = path[0].output
-        return _piece(model.inputs[0], target), _piece(target, end)
+        return model_piece(model.inputs[0], target), model_piece(target, end)
     sub = path[0]
-    entering, leaving = _outer_tensors(sub)
-    before, after = _piece(model.inputs[0], entering), _piece(leaving, end)
+    entering, leaving = outer_tensors(sub)
+    before, after = model_piece(model.inputs[0], entering), model_piece(leaving, end)
     sub_lower, sub_upper = _split(sub, path[1:], sub.outputs[0])
     return (lambda x: sub_lower(before(x))), (lambda a: after(sub_upper(a)))
 
@@ -319,7 +319,7 @@ def _saliency_batch(model: keras.Model, batch: np.ndarray, class_index: Any = No
 
     _check_fits(model, batch)
     end, head = _score_head(model)
-    body = _piece(model.inputs[0], end)
+    body = model_piece(model.inputs[0], end)
     x = tf.constant(batch)
     with tf.GradientTape() as tape:
         tape.watch(x)
