@@ -193,16 +193,3 @@ def summarise(rows: list[dict[str, float]], reported: dict[str, float], *, secon
         "params": int(model.count_params()), "pretrained": pretrained,
         "images_per_second": round(train_images * len(rows) / max(seconds, 1e-9), 1),
     }
-
-
-def save_model(model, path: Path) -> None:
-    """Save a .keras model beside its target, then rename: an interrupted run leaves no
-    half-written model that looks finished."""
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-        partial = Path(scratch) / path.name
-        model.save(partial)
-        os.replace(partial, path)

@@ -29,6 +29,7 @@ import numpy as np
 
 from handwriting import labels
 from handwriting.imaging import PreprocessSettings, Source, preprocess_with
+from handwriting.keras_files import save_keras
 from handwriting.serving.onnx_export import (
     as_model_input,
     export_onnx,
@@ -253,8 +254,6 @@ def write_serving_dir(directory: str | os.PathLike, model_path_or_keras_model: A
     the preprocessing settings, the labels and ``description`` (under ``"model"``: what the
     model is, e.g. its name and validation score). Returns the folder.
     """
-    import keras
-
     directory = Path(directory)
     source = model_path_or_keras_model
     if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
@@ -274,7 +273,7 @@ def write_serving_dir(directory: str | os.PathLike, model_path_or_keras_model: A
         if Path(source).resolve() != keras_path.resolve():
             shutil.copyfile(source, keras_path)
     else:
-        keras.saving.save_model(model, keras_path)
+        save_keras(model, keras_path)
     onnx_path = export_onnx(model, directory / ONNX_FILE)
     quantize_int8(onnx_path, directory / INT8_FILE, calibration_images)
     config = {"image_size": settings.image_size, "margin": settings.margin,

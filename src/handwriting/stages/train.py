@@ -17,8 +17,9 @@ from typing import Any
 
 from handwriting import labels
 from handwriting.datasets import write_json
+from handwriting.keras_files import save_keras
 from handwriting.models.fitting import (fine_tune, fit_model, load_subset, mlflow_epoch_logger,
-                                        save_model, summarise, write_history)
+                                        summarise, write_history)
 from handwriting.params import Params, load_params
 
 # Settings of the fit itself; every other key of train.<arch> goes to the model builder.
@@ -87,7 +88,7 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: d
         summary = summarise(rows, reported, seconds=seconds, train_images=len(train[0]),
                             model=model, pretrained=info["pretrained"])
         summary.update(extra_summary or {})
-        save_model(model, model_path)
+        save_keras(model, model_path)
         write_json(metrics_path, summary)
         mlflow.log_metrics({"wall_seconds": seconds, "params": summary["params"],
                             "final_val_accuracy": summary["val_accuracy"]})
