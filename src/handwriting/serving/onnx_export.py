@@ -347,6 +347,18 @@ def quantize_int8(onnx_path: str | os.PathLike, int8_path: str | os.PathLike,
     return int8_path
 
 
+def keras_probabilities(model, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """(N, 52) probabilities of (N, S, S[, 1]) preprocessed images from a Keras model, batched."""
+    import keras
+
+    batch = as_model_input(images)
+    outputs = [keras.ops.convert_to_numpy(model(batch[start:start + batch_size],
+                                                training=False))
+               for start in range(0, len(batch), batch_size)]
+    return (np.concatenate(outputs) if outputs
+            else np.zeros((0, labels.NUM_CLASSES), np.float32))
+
+
 def agreement(keras_model: ModelOrPath, onnx_path: str | os.PathLike, images: np.ndarray, *,
               batch_size: int = BATCH_SIZE) -> dict[str, float]:
     """How closely an ONNX model follows its Keras model on (N, S, S[, 1]) images.
@@ -354,16 +366,10 @@ def agreement(keras_model: ModelOrPath, onnx_path: str | os.PathLike, images: np
     Returns ``{"images": N, "top1_agreement": share of images whose argmax matches,
     "max_abs_diff": largest absolute probability difference, "mean_abs_diff": mean one}``.
     """
-    import keras
-
     model = load_keras_model(keras_model)
     batch = as_model_input(images)
     session = open_session(onnx_path, intra_op_threads=max(1, os.cpu_count() or 1))
-    expected = [keras.ops.convert_to_numpy(model(batch[start:start + batch_size],
-                                                  training=False))
-                for start in range(0, len(batch), batch_size)]
-    expected = (np.concatenate(expected) if expected
-                else np.zeros((0, labels.NUM_CLASSES), np.float32))
+    expected = keras_probabilities(model, batch, batch_size)
     actual = _run_session(session, batch, batch_size)
     if len(batch) == 0:
         return {"images": 0, "top1_agreement": float("nan"), "max_abs_diff": float("nan"),

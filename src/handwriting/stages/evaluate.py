@@ -24,6 +24,7 @@ import numpy as np
 
 from handwriting import labels
 from handwriting.datasets import load_arrays, write_csv, write_json
+from handwriting.evaluation.ensemble import ensemble_weights
 from handwriting.evaluation.metrics import (classification_metrics, confused_pairs, hard_vote,
                                             per_class_report, soft_vote)
 from handwriting.params import Params, load_params
@@ -109,8 +110,6 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         metrics_path: Path, crossdata_path: Path, report_path: Path, per_class_dir: Path,
         confused_path: Path, plots_dir: Path) -> dict[str, Any]:
     """Evaluate every model and the ensemble; write every output; returns evaluate.json."""
-    import json
-
     import keras
     import mlflow
 
@@ -161,10 +160,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
                   f"{figures['latency_ms']:.2f} ms/image", flush=True)
 
     tuned = [f"{arch}-tuned" for arch in archs]
-    weights = None
-    if settings.get("ensemble_weighting", "val_accuracy") == "val_accuracy":
-        weights = [json.loads((train_metrics_dir / f"{key}.json").read_text())["val_accuracy"]
-                   for key in tuned]
+    weights = ensemble_weights(params, train_metrics_dir)
     if settings.get("ensemble", "soft") == "hard":
         vote = lambda probs: hard_vote(probs)  # noqa: E731
     else:

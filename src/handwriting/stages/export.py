@@ -20,7 +20,6 @@ figures, and the champion in the MLflow model registry.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -102,31 +101,8 @@ def batched_throughput(predictor, images: np.ndarray, batch_size: int) -> float:
     return round(done / (time.perf_counter() - start), 1)
 
 
-def keras_probabilities(model, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """(N, 52) probabilities of (N, S, S) float images from a Keras model, batched."""
-    import keras
-
-    outputs = [keras.ops.convert_to_numpy(model(inputs[start:start + batch_size, ..., None],
-                                                training=False))
-               for start in range(0, len(inputs), batch_size)]
-    return np.concatenate(outputs)
-
-
 def _size_mb(path: Path) -> float:
     return round(path.stat().st_size / 2**20, 3)
-
-
-def _ensemble_weights(params: Params, archs: list[str], train_metrics_dir: Path
-                      ) -> list[float] | None:
-    if (params.evaluate or {}).get("ensemble_weighting", "val_accuracy") != "val_accuracy":
-        return None
-    weights = []
-    for arch in archs:
-        path = train_metrics_dir / f"{arch}-tuned.json"
-        if not path.is_file():
-            raise SystemExit(f"export: {path} is missing; run `dvc repro` to tune {arch}")
-        weights.append(float(json.loads(path.read_text())["val_accuracy"]))
-    return weights
 
 
 def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Path,
@@ -136,9 +112,15 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     champion; returns what metrics/serving.json holds."""
     import keras
 
+    from handwriting.evaluation.ensemble import ensemble_weights
     from handwriting.evaluation.metrics import classification_metrics, soft_vote
     from handwriting.serving.ensemble import build_soft_vote_ensemble
-    from handwriting.serving.onnx_export import agreement, export_onnx, quantize_int8
+    from handwriting.serving.onnx_export import (
+        agreement,
+        export_onnx,
+        keras_probabilities,
+        quantize_int8,
+    )
     from handwriting.serving.predictor import (
         INT8_FILE,
         KERAS_FILE,
@@ -187,7 +169,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
 
     weights = None
     if (params.evaluate or {}).get("ensemble", "soft") == "soft":
-        weights = _ensemble_weights(params, archs, train_metrics_dir)
+        weights = ensemble_weights(params, train_metrics_dir)
         members = [f"{arch}-tuned" for arch in archs]
         vote = soft_vote([val_probabilities[key] for key in members], weights)
         scores[ENSEMBLE] = classification_metrics(val["labels"], vote)["f1_macro"]
