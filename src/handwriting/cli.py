@@ -158,7 +158,7 @@ def _predict(args: argparse.Namespace) -> int:
         return 2
 
     entries: list[dict] = []
-    failed = correct = correct_folded = labelled = 0
+    failed = correct = correct_folded = correct_merged = labelled = 0
     with tqdm(total=len(files), unit="image", file=sys.stderr, disable=None,
               desc="predicting") as bar:
         for start in range(0, len(files), args.batch_size):
@@ -185,6 +185,8 @@ def _predict(args: argparse.Namespace) -> int:
                     best = top[0][0]
                     correct += best == expected
                     correct_folded += best.upper() == expected.upper()
+                correct_merged += (labels.merged37_index(labels.index_of(best))
+                                   == labels.merged37_index(labels.index_of(expected)))
                 entries.append({"file": str(path),
                                 "top": [{"label": label, "probability": round(p, 6)}
                                         for label, p in top],
@@ -198,7 +200,8 @@ def _predict(args: argparse.Namespace) -> int:
     if labelled:
         print(f"accuracy against the folder labels: {correct / labelled:.4f} "
               f"({correct}/{labelled}); case-insensitive: {correct_folded / labelled:.4f} "
-              f"({correct_folded}/{labelled})", file=sys.stderr)
+              f"({correct_folded}/{labelled}); merged-37: {correct_merged / labelled:.4f} "
+              f"({correct_merged}/{labelled})", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(files)} files could not be read", file=sys.stderr)
     return 1 if failed else 0

@@ -47,8 +47,12 @@ class ImageError(ValueError):
     """An input that cannot become a model input; the message names the file and the fix."""
 
     def __init__(self, name: str, problem: str, fix: str):
-        self.name = name
+        self.name, self.problem, self.fix = name, problem, fix
         super().__init__(f"{name}: {problem}; {fix}")
+
+    def __reduce__(self):
+        # Raised in worker processes: it must cross back to the parent intact.
+        return (type(self), (self.name, self.problem, self.fix))
 
 
 @dataclass(frozen=True)

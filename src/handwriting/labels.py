@@ -71,3 +71,14 @@ def all_folders() -> list[str]:
 def case_insensitive(index: int) -> int:
     """Index of the letter folded to upper case, for case-insensitive accuracy."""
     return index_of(char_of(index).upper())
+
+
+# The letters whose capital and small forms look alike (EMNIST Balanced merges them into one
+# class each, leaving 37 classes): a prediction of either case counts as right.
+MERGED_LETTERS = "cijklmopsuvwxyz"
+
+
+def merged37_index(index: int) -> int:
+    """Index of the letter in the 37-class view: look-alike small letters fold to their capital."""
+    char = char_of(index)
+    return index_of(char.upper()) if char.lower() in MERGED_LETTERS else int(index)

@@ -39,6 +39,8 @@ class Synthetic:
     styles: list[str]
     invert_probability: float
     canvas_sizes: list[int]
+    pen_scale: float
+    hand_share: float
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,16 @@ def _check_scalar(value: Any, annotation: str, key: str) -> Any:
     return value
 
 
+def _check_synthetic(synthetic: Synthetic) -> None:
+    # Style names are checked by the raw stage, which knows the generator's styles.
+    if synthetic.pen_scale <= 0:
+        raise ParamsError("params.yaml: raw.synthetic.pen_scale must be above 0 (1: the "
+                          f"writer's own pen), got {synthetic.pen_scale}")
+    if synthetic.hand_share < 0:
+        raise ParamsError("params.yaml: raw.synthetic.hand_share must be 0 (no hand-made forms) "
+                          f"or more, got {synthetic.hand_share}")
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml. Sections a stage does not need may be absent."""
     path = Path(path)
@@ -183,6 +195,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not 8 <= params.base.image_size <= 512:
         raise ParamsError(f"params.yaml: base.image_size must be between 8 and 512, "
                           f"got {params.base.image_size}")
+    if params.raw is not None:
+        _check_synthetic(params.raw.synthetic)
     if params.export is not None:
         if not params.export.registered_model.strip():
             raise ParamsError("params.yaml: export.registered_model must name the registered "

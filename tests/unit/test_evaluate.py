@@ -89,7 +89,8 @@ def test_evaluate_writes_every_output(tiny_project):
     assert set(written) == {"lenet5", "gru", "ensemble"}
     for figures in (written["lenet5"]["untuned"], written["gru"]["tuned"], written["ensemble"]):
         assert all(isinstance(v, (int, float)) for v in figures.values())  # numbers only
-        for key in ("accuracy", "case_insensitive_accuracy", "f1_macro", "roc_auc_ovr_macro",
+        for key in ("accuracy", "case_insensitive_accuracy", "merged37_accuracy", "f1_macro",
+                    "roc_auc_ovr_macro",
                     "log_loss", "top5_accuracy", "ece", "latency_ms", "params", "size_mb"):
             assert key in figures
     assert written["lenet5"]["tuned"]["latency_ms"] > 0
@@ -104,7 +105,9 @@ def test_evaluate_writes_every_output(tiny_project):
     crossdata = json.loads((root / "out" / "crossdata.json").read_text())
     assert crossdata["datasets"] == 1 and crossdata["emnist"]["images"] == 52
     assert set(crossdata["emnist"]["ensemble"]) == {"accuracy", "case_insensitive_accuracy",
-                                                    "f1_macro", "top5_accuracy"}
+                                                    "merged37_accuracy", "f1_macro",
+                                                    "top5_accuracy"}
+    assert "merged-37 accuracy" in report
     for name in ("explain/lenet5-tuned.png", "explain/gru-untuned.png",
                  "mistakes/ensemble.png", "roc/ensemble.csv", "comparison.csv",
                  "crossdata/emnist.csv"):

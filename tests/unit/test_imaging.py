@@ -214,3 +214,12 @@ def test_bad_arrays_are_errors():
         preprocess(np.full((8, 8), 3.0), 32, name="floats")
     with pytest.raises(ImageError, match="empty"):
         preprocess(np.zeros((0, 5), np.uint8), 32, name="nothing")
+
+
+def test_image_error_survives_pickling_across_processes():
+    import pickle
+
+    from handwriting.imaging import ImageError
+
+    error = pickle.loads(pickle.dumps(ImageError("a.png", "blank", "draw a letter")))
+    assert isinstance(error, ImageError) and str(error) == "a.png: blank; draw a letter"

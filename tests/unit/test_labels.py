@@ -50,3 +50,12 @@ def test_bad_indices_are_errors():
 def test_case_insensitive_folding():
     assert labels.case_insensitive(labels.index_of("c")) == labels.index_of("C")
     assert labels.case_insensitive(labels.index_of("C")) == labels.index_of("C")
+
+
+def test_merged37_folds_only_the_fifteen_look_alike_letters():
+    merged = {labels.merged37_index(i) for i in range(labels.NUM_CLASSES)}
+    assert len(merged) == 37
+    for char in "cijklmopsuvwxyz":
+        assert labels.merged37_index(labels.index_of(char)) == labels.index_of(char.upper())
+    for char in "abdefghnqrtABCO":
+        assert labels.merged37_index(labels.index_of(char)) == labels.index_of(char)

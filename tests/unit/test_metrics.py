@@ -93,3 +93,13 @@ def test_hard_vote_majority():
     members = [one_hot(np.array([A])), one_hot(np.array([A])), one_hot(np.array([B]), 0.99)]
     votes = hard_vote(members)
     assert votes.argmax() == A and votes[0, A] == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_merged37_accuracy_counts_look_alike_cases_as_right():
+    a, b_, O_ = (labels.index_of(ch) for ch in "abO")
+    y_true = np.array([o, O_, a, A])
+    predicted = np.array([O_, o, A, A])  # o/O merged (right twice); a->A is not merged (wrong)
+    figures = classification_metrics(y_true, one_hot(predicted))
+    assert figures["merged37_accuracy"] == pytest.approx(3 / 4)
+    assert figures["case_insensitive_accuracy"] == pytest.approx(1.0)
+    assert figures["accuracy"] == pytest.approx(1 / 4)

@@ -53,3 +53,20 @@ def test_sections_a_stage_does_not_need_may_be_absent(tmp_path):
     path.write_text("base: {seed: 1, image_size: 32}\npreprocess: {margin: 0.1, max_pixels: 100}\n")
     params = load_params(path)
     assert params.raw is None and params.base.seed == 1
+
+
+def test_unknown_generator_style_is_named_with_the_valid_ones(tmp_path):
+    from handwriting.stages.raw import generate_synthetic
+
+    path = write(tmp_path, lambda v: v["raw"]["synthetic"].update(styles=["futural", "comic"]))
+    params = load_params(path)
+    with pytest.raises(ParamsError, match=r"raw\.synthetic\.styles .*'comic'.*caveat"):
+        generate_synthetic(params.raw.synthetic, 0, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+@pytest.mark.parametrize("key,value", [("pen_scale", 0), ("hand_share", -0.5)])
+def test_bad_generator_scales_name_the_key(tmp_path, key, value):
+    path = write(tmp_path, lambda v: v["raw"]["synthetic"].update({key: value}))
+    with pytest.raises(ParamsError, match=f"raw.synthetic.{key}"):
+        load_params(path)

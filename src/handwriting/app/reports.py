@@ -42,8 +42,8 @@ ENSEMBLE_DESCRIPTION = ("Soft vote of the tuned models, weighted by their valida
                         "(the `evaluate.ensemble` settings).")
 
 # The figures shown first, in this order; any others follow.
-MAIN_FIGURES = ("accuracy", "case_insensitive_accuracy", "f1_macro", "top5_accuracy",
-                "latency_ms", "params", "size_mb", "pretrained")
+MAIN_FIGURES = ("accuracy", "case_insensitive_accuracy", "merged37_accuracy", "f1_macro",
+                "top5_accuracy", "latency_ms", "params", "size_mb", "pretrained")
 HISTORY_COLUMNS = ("epoch", "accuracy", "val_accuracy", "loss", "val_loss")
 
 

@@ -91,8 +91,8 @@ def explanation_rows(y_true: np.ndarray, predicted: np.ndarray, seed: int,
 def _report_table(rows: list[tuple[str, str, dict[str, Any]]], best: str) -> str:
     """The seed's comparison table (model, variant, precision, recall, F1, ROC-AUC), extended."""
     lines = ["| model | variant | precision | recall | F1 | ROC-AUC | accuracy | "
-             "case-insensitive accuracy | top-5 | latency (ms) | size (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "case-insensitive accuracy | merged-37 accuracy | top-5 | latency (ms) | size (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, variant, m in rows:
         name = key.rsplit("-", 1)[0] if key != "ensemble" else key
         flags = " (pretrained: false)" if "vgg" in name and not m["pretrained"] else ""
@@ -101,8 +101,8 @@ def _report_table(rows: list[tuple[str, str, dict[str, Any]]], best: str) -> str
             f"| {name}{flags} | {variant} | {m['precision_macro']:.3f} | "
             f"{m['recall_macro']:.3f} | {m['f1_macro']:.3f} | "
             f"{m.get('roc_auc_ovr_macro', float('nan')):.3f} | {m['accuracy']:.3f} | "
-            f"{m['case_insensitive_accuracy']:.3f} | {m['top5_accuracy']:.3f} | "
-            f"{m['latency_ms']:.2f} | {m['size_mb']:.2f} |")
+            f"{m['case_insensitive_accuracy']:.3f} | {m['merged37_accuracy']:.3f} | "
+            f"{m['top5_accuracy']:.3f} | {m['latency_ms']:.2f} | {m['size_mb']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -156,8 +156,8 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
             pretrained[arch] = bool(figures["pretrained"]) or "vgg" not in arch
             results[arch][variant] = figures
             print(f"evaluate: {key}: accuracy {figures['accuracy']:.3f}, case-insensitive "
-                  f"{figures['case_insensitive_accuracy']:.3f}, "
-                  f"{figures['latency_ms']:.2f} ms/image", flush=True)
+                  f"{figures['case_insensitive_accuracy']:.3f}, merged-37 "
+                  f"{figures['merged37_accuracy']:.3f}, {figures['latency_ms']:.2f} ms/image", flush=True)
 
     tuned = [f"{arch}-tuned" for arch in archs]
     weights = ensemble_weights(params, train_metrics_dir)
@@ -200,6 +200,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
             results[key.rsplit("-", 1)[0]][key.rsplit("-", 1)[1]]
         comparison_rows.append((key, round(figures["accuracy"], 4),
                                 round(figures["case_insensitive_accuracy"], 4),
+                                round(figures["merged37_accuracy"], 4),
                                 round(figures["f1_macro"], 4)))
         if key in models:
             rows = explanation_rows(y_true, predicted, params.base.seed,
@@ -210,7 +211,8 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     write_csv(confused_path, ["model", "actual", "predicted", "count", "same_letter_other_case"],
               pairs_rows)
     write_csv(plots_dir / "comparison.csv",
-              ["model", "accuracy", "case_insensitive_accuracy", "f1_macro"], comparison_rows)
+              ["model", "accuracy", "case_insensitive_accuracy", "merged37_accuracy", "f1_macro"],
+              comparison_rows)
     table_rows = [(f"{a}-{v}", v, results[a][v]) for a in archs for v in VARIANTS]
     table_rows.append(("ensemble", f"{settings.get('ensemble', 'soft')} vote of the tuned",
                        ensemble))
@@ -238,16 +240,18 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         for key, probs in member_probs.items():
             m = classification_metrics(y, probs)
             crossdata[name][key] = {k: m[k] for k in ("accuracy", "case_insensitive_accuracy",
-                                                      "f1_macro", "top5_accuracy")}
+                                                      "merged37_accuracy", "f1_macro",
+                                                      "top5_accuracy")}
         write_csv(plots_dir / "crossdata" / f"{name}.csv", ["actual", "predicted"],
                   [(labels.char_of(a), labels.char_of(p))
                    for a, p in zip(y, member_probs["ensemble"].argmax(axis=1))])
         best_cross = max(member_probs, key=lambda k: crossdata[name][k]["accuracy"])
         report += (f"\n## Cross-dataset: {name} ({len(x)} images)\n\n"
-                   "| model | accuracy | case-insensitive accuracy | macro F1 | top-5 |\n"
-                   "|---|---|---|---|---|\n" +
+                   "| model | accuracy | case-insensitive accuracy | merged-37 accuracy | "
+                   "macro F1 | top-5 |\n|---|---|---|---|---|---|\n" +
                    "".join(f"| {k}{' **best**' if k == best_cross else ''} | "
                            f"{v['accuracy']:.3f} | {v['case_insensitive_accuracy']:.3f} | "
+                           f"{v['merged37_accuracy']:.3f} | "
                            f"{v['f1_macro']:.3f} | {v['top5_accuracy']:.3f} |\n"
                            for k, v in crossdata[name].items() if isinstance(v, dict)))
     if not crossdata:

@@ -29,7 +29,8 @@ from handwriting import labels
 from handwriting.datasets import (replacing_directory, scan_class_folders, write_csv,
                                   write_json)
 from handwriting.imaging import ImageError, PreprocessSettings, decode, fit_to_square, ink_map
-from handwriting.params import Params, Synthetic, load_params
+from handwriting.params import Params, ParamsError, Synthetic, load_params
+from handwriting.synth.sheet import allograph_sheet
 from handwriting.visualize import contact_sheet
 
 SAMPLES_PER_CLASS_ON_SHEET = 8
@@ -41,18 +42,16 @@ def _workers() -> int:
 
 def _draw_class(job: tuple[str, int, int, Synthetic, str]) -> int:
     """Draw every sample of one letter into its class folder (runs in a worker process)."""
-    from handwriting.synth import draw_letter
+    from handwriting.synth import draw_letter, sample_rng
 
     char, count, seed, settings, out_dir = job
     folder = Path(out_dir) / labels.folder_of(char)
     folder.mkdir(parents=True, exist_ok=True)
     for number in range(count):
-        # One generator per sample, keyed by (seed, class, number): the same sample comes out
-        # whatever the order, the worker count or the other classes' counts.
-        rng = np.random.default_rng([seed, labels.index_of(char), number])
-        image = draw_letter(char, rng, styles=settings.styles,
+        image = draw_letter(char, sample_rng(seed, char, number), styles=settings.styles,
                             invert_probability=settings.invert_probability,
-                            canvas_sizes=settings.canvas_sizes)
+                            canvas_sizes=settings.canvas_sizes, pen_scale=settings.pen_scale,
+                            hand_share=settings.hand_share)
         cv2.imwrite(str(folder / f"synthetic-{number:05d}.png"), image)
     return count
 
@@ -64,6 +63,12 @@ def generate_synthetic(settings: Synthetic, seed: int, out_dir: Path) -> int:
         raise labels.LabelError(
             f"params.yaml: raw.synthetic.per_class_overrides names {unknown}, which are not "
             "letters; use single letters A-Z or a-z as keys")
+    from handwriting.synth import ALL_STYLES
+
+    bad = [style for style in settings.styles if style not in ALL_STYLES]
+    if bad or not settings.styles:
+        raise ParamsError(f"params.yaml: raw.synthetic.styles names unknown styles {bad}; "
+                          f"valid styles: {', '.join(ALL_STYLES)}")
     jobs = [(char, settings.per_class_overrides.get(char, settings.per_class), seed, settings,
              str(out_dir)) for char in labels.CLASSES]
     total = sum(job[1] for job in jobs)
@@ -130,7 +135,8 @@ def _sample_sheet(raw_dir: Path, path: Path, title: str) -> None:
 
 
 def run(params: Params, out_dir: Path, feedback_dir: Path, report_path: Path,
-        skipped_path: Path, samples_path: Path) -> dict[str, int]:
+        skipped_path: Path, samples_path: Path, allographs_path: Path | None = None
+        ) -> dict[str, int]:
     """Build the raw dataset; returns the figures written to the report."""
     settings = params.preprocessing
     skipped: list[tuple[str, str]] = []
@@ -173,6 +179,8 @@ def run(params: Params, out_dir: Path, feedback_dir: Path, report_path: Path,
     _sample_sheet(out_dir, samples_path,
                   title=f"raw dataset ({params.raw.source}): first {SAMPLES_PER_CLASS_ON_SHEET} "
                         "images of every class")
+    if allographs_path is not None:
+        allograph_sheet(allographs_path, params.raw.synthetic.styles)
     return report
 
 
@@ -188,9 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skipped", type=Path, required=True,
                         help="CSV of files left out and why")
     parser.add_argument("--samples", type=Path, required=True, help="contact sheet PNG")
+    parser.add_argument("--allographs", type=Path,
+                        help="PNG of every form of every letter the generator draws")
     args = parser.parse_args(argv)
     report = run(load_params(args.params), args.out, args.feedback, args.report, args.skipped,
-                 args.samples)
+                 args.samples, args.allographs)
     print(f"raw: {report['images']} images, {report['skipped']} skipped "
           f"({report['feedback_images']} from feedback) -> {args.out}")
     return 0

@@ -61,10 +61,15 @@ class Writer:
     ink_variation: float  # how much the ink amount varies along a stroke
     taper: float  # fraction of width lost at stroke ends (pen lifting)
     aliased: bool
+    # How this person sizes small letters against capitals, with the same pen: the stroke-weight
+    # cue of real small letters. Written alone, small letters are not as much smaller as a font
+    # makes them (an 'o' is drawn bigger than the x-height, a 'y' or 'l' shorter than the
+    # font's ascender or descender): see :meth:`write`.
+    small_size: float = 1.0
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> "Writer":
-        """Draw a random writer."""
+    def sample(cls, rng: np.random.Generator, pen_scale: float = 1.0) -> "Writer":
+        """Draw a random writer; ``pen_scale`` multiplies the pen width."""
         device = _DEVICES[int(rng.choice(len(_DEVICES), p=_DEVICE_P))]
         # Slant: most people lean slightly right, some upright, a few left.
         slant = float(np.clip(rng.normal(0.12, 0.17), -0.35, 0.55))
@@ -104,18 +109,26 @@ class Writer:
             join_jitter=sloppy * float(rng.uniform(0.0, 0.025)),
             stroke_jitter=sloppy * float(rng.uniform(0.0, 0.06)),
             overshoot=sloppy * float(rng.uniform(0.0, 0.06)),
-            pen_width=pen,
+            pen_width=pen * pen_scale,
             pressure=pressure,
             ink_variation=ink_var,
             taper=taper,
             aliased=aliased,
+            small_size=float(rng.uniform(0.8, 1.0)),
         )
 
-    def write(self, skeleton: Skeleton, rng: np.random.Generator) -> Trace:
-        """Draw ``skeleton`` with this hand; the rng supplies this sample's own irregularities."""
-        scale = skeleton.extent
+    def write(self, skeleton: Skeleton, rng: np.random.Generator, *, small: bool = False) -> Trace:
+        """Draw ``skeleton`` with this hand; the rng supplies this sample's own irregularities.
+
+        ``small``: the skeleton is a small letter, written at this hand's ``small_size``.
+        """
+        # A small letter's written size: the font's size pulled towards the capitals' (square
+        # root), tall ones ('l', 'y') kept below 0.8 of a capital, and shrunk by this writer's
+        # own factor.
+        scale = (self.small_size * min(np.sqrt(skeleton.extent), 0.8) if small
+                 else skeleton.extent)
         # A pen is as wide on an 'o' as on an 'H', but not so wide that it fills in a small letter.
-        pen_width = min(self.pen_width, 0.2 * scale)
+        pen_width = min(self.pen_width, 0.28 * scale)
         strokes = [np.asarray(s, float) * scale for s in skeleton.strokes]
         step = RESAMPLE_STEP * scale
 

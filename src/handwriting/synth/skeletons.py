@@ -288,7 +288,7 @@ def _cut_end_ticks(p: np.ndarray, max_len: float) -> np.ndarray:
     return p
 
 
-def _simplify(poly: np.ndarray, eps: float) -> np.ndarray:
+def simplify(poly: np.ndarray, eps: float) -> np.ndarray:
     """Douglas-Peucker simplification (keeps the end points)."""
     if len(poly) < 3:
         return poly
@@ -302,12 +302,12 @@ def _simplify(poly: np.ndarray, eps: float) -> np.ndarray:
     i = int(np.argmax(d))
     if d[i] <= eps:
         return np.stack([a, b])
-    left = _simplify(poly[: i + 1], eps)
-    right = _simplify(poly[i:], eps)
+    left = simplify(poly[: i + 1], eps)
+    right = simplify(poly[i:], eps)
     return np.concatenate([left[:-1], right])
 
 
-def _normalise(polylines: list[np.ndarray], cap_height: float, source: str) -> Skeleton:
+def normalise(polylines: list[np.ndarray], cap_height: float, source: str) -> Skeleton:
     pts = np.concatenate(polylines)
     lo, hi = pts.min(0), pts.max(0)
     side = float(max(hi - lo))
@@ -333,10 +333,10 @@ def font_skeleton(style: str, char: str) -> Skeleton:
         # Parallel lines of one stroke are 1 font unit apart (2 in triplex); the radius must
         # swallow them but not neighbouring strokes of the letter, which are >= ~2.5 units apart.
         polylines = _dedupe_parallel(polylines, radius=1.05 * (n_lines - 1) + 0.3, min_len=1.6)
-        polylines = [_simplify(p, 0.2) for p in polylines]
+        polylines = [simplify(p, 0.2) for p in polylines]
         polylines = join_segments([(a, b) for p in polylines for a, b in zip(p[:-1], p[1:])], tol=0.3)
         polylines = _drop_serifs(polylines, _cap_height(style))
-    return _normalise(polylines, _cap_height(style), style)
+    return normalise(polylines, _cap_height(style), style)
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,96 +369,78 @@ def _bowl(cx=0.28, rx=0.27, top=XH, bottom=BASE, start=-15, end=-350):
     return _arc(cx, cy, rx, ry, start, end)
 
 
-def _alternates_table():
-    # Functions so nothing is computed at import time.
+def _hand_forms_table():
+    # Functions so nothing is computed at import time. Form names are what the allograph table
+    # (allographs.py) weighs and plots/allographs.png labels.
     xm = (XH + BASE) / 2
     return {
-        "a": [
+        "a": {
             # print single-storey 'a': round bowl then a straight stem on the right
-            [_bowl(), _line((0.56, XH), (0.56, BASE))],
+            "single-storey": [_bowl(), _line((0.56, XH), (0.56, BASE))],
             # ...the stem drawn in the same stroke, ending with a small flick
-            [_cat(_bowl(start=-5, end=-355), _line((0.56, XH - 0.02), (0.56, 0.93), (0.62, BASE), (0.68, 0.96)))],
-        ],
-        "g": [
+            "single-storey, one stroke": [_cat(_bowl(start=-5, end=-355),
+                                               _line((0.56, XH - 0.02), (0.56, 0.93), (0.62, BASE), (0.68, 0.96)))],
+        },
+        "g": {
             # single-storey 'g' with a descender hooking left
-            [_bowl(bottom=0.95), _cat(_line((0.56, XH), (0.56, 1.15)), _arc(0.32, 1.15, 0.24, 0.2, 0, 150))],
+            "single-storey, hooked tail": [_bowl(bottom=0.95), _cat(_line((0.56, XH), (0.56, 1.15)), _arc(0.32, 1.15, 0.24, 0.2, 0, 150))],
             # '9'-like 'g' with a straight tail
-            [_bowl(bottom=0.95), _line((0.56, XH), (0.54, DESC))],
-        ],
-        "q": [
-            [_bowl(), _line((0.56, XH), (0.56, DESC))],
-            [_bowl(), _line((0.56, XH), (0.56, DESC - 0.05), (0.66, DESC - 0.12))],
-        ],
-        "y": [
+            "single-storey, straight tail": [_bowl(bottom=0.95), _line((0.56, XH), (0.54, DESC))],
+        },
+        "q": {
+            "straight tail": [_bowl(), _line((0.56, XH), (0.56, DESC))],
+            "flicked tail": [_bowl(), _line((0.56, XH), (0.56, DESC - 0.05), (0.66, DESC - 0.12))],
+        },
+        "y": {
             # 'u'-shaped 'y' whose right stem carries on into a hooked descender
-            [
+            "u with curved tail": [
                 _cat(_line((0.04, XH), (0.04, 0.8)), _arc(0.28, 0.8, 0.24, 0.2, 180, 90), _arc(0.28, 0.8, 0.26, 0.2, 90, 0)[1:]),
                 _cat(_line((0.54, XH), (0.54, 1.15)), _arc(0.3, 1.15, 0.24, 0.2, 0, 160)),
             ],
-        ],
-        "t": [
-            [_line((0.22, 0.08), (0.22, BASE)), _line((0.0, XH), (0.46, XH))],
-            [_cat(_line((0.2, 0.08), (0.2, 0.88)), _arc(0.34, 0.88, 0.14, 0.12, 180, 45)), _line((0.0, XH), (0.44, XH))],
-        ],
-        "z": [
-            [_line((0.0, XH), (0.52, XH), (0.0, BASE), (0.55, BASE)), _line((0.1, xm), (0.44, xm))],
-        ],
-        "Z": [
-            [_line((0.02, 0.0), (0.66, 0.0), (0.0, BASE), (0.7, BASE)), _line((0.12, 0.5), (0.56, 0.5))],
-        ],
-        "I": [
-            [_line((0.0, 0.0), (0.44, 0.0)), _line((0.22, 0.0), (0.22, BASE)), _line((0.0, BASE), (0.44, BASE))],
-        ],
-        "J": [
-            [_line((0.12, 0.0), (0.72, 0.0)), _cat(_line((0.45, 0.0), (0.45, 0.78)), _arc(0.24, 0.78, 0.21, 0.22, 0, 160))],
-        ],
-        "G": [
-            [_cat(_arc(0.4, 0.5, 0.4, 0.5, -40, -355), _line((0.78, 0.56), (0.45, 0.56)))],
-        ],
-        "E": [
-            # epsilon-like cursive print 'E'
-            [_cat(_arc(0.32, 0.26, 0.28, 0.24, -30, -270), _arc(0.34, 0.74, 0.32, 0.26, -90, -330)[1:])],
-        ],
-        "l": [
-            [_cat(_line((0.08, 0.0), (0.08, 0.86)), _arc(0.2, 0.86, 0.12, 0.14, 180, 60))],
-        ],
-        "i": [
-            [_arc(0.1, 0.14, 0.035, 0.035, 0, 360, 9), _cat(_line((0.08, XH), (0.08, 0.88)), _arc(0.2, 0.88, 0.12, 0.12, 180, 60))],
-        ],
-        "f": [
-            [_cat(_arc(0.38, 0.16, 0.17, 0.16, -10, -180), _line((0.21, 0.16), (0.21, BASE))), _line((0.02, XH), (0.46, XH))],
-        ],
-        "e": [
-            [_cat(_line((0.04, 0.68), (0.54, 0.68)), _arc(0.3, 0.68, 0.26, 0.33, 0, -300))],
-        ],
-        "k": [
-            [_line((0.04, 0.0), (0.04, BASE)), _line((0.48, XH), (0.05, 0.72), (0.5, BASE))],
-        ],
-        "Y": [
-            [_line((0.0, 0.0), (0.35, 0.5)), _line((0.7, 0.0), (0.35, 0.5), (0.35, BASE))],
-        ],
-        "M": [
-            [_line((0.0, BASE), (0.04, 0.0), (0.4, 0.7), (0.76, 0.0), (0.8, BASE))],
-        ],
-        "W": [
-            [_line((0.0, 0.0), (0.22, BASE), (0.45, 0.3), (0.68, BASE), (0.9, 0.0))],
-        ],
-        "Q": [
-            [_arc(0.42, 0.5, 0.42, 0.5, -90, 270), _line((0.5, 0.72), (0.9, 1.08))],
-        ],
-        "A": [
-            [_line((0.0, BASE), (0.35, 0.0), (0.7, BASE)), _line((0.14, 0.62), (0.58, 0.62))],
-        ],
-        "b": [[_line((0.04, 0.0), (0.04, BASE)), _arc(0.3, (XH + BASE) / 2, 0.26, (BASE - XH) / 2, 200, 525)]],
-        "p": [[_line((0.04, XH), (0.04, DESC)), _arc(0.3, (XH + BASE) / 2, 0.26, (BASE - XH) / 2, 200, 525)]],
-        "h": [[_line((0.04, 0.0), (0.04, BASE)), _cat(_arc(0.27, 0.62, 0.23, 0.22, 190, 360), _line((0.5, BASE)))]],
-        "n": [[_line((0.04, XH), (0.04, BASE)), _cat(_arc(0.27, 0.62, 0.23, 0.22, 190, 360), _line((0.5, BASE)))]],
+            "v with straight tail": [_line((0.0, XH), (0.3, BASE)), _line((0.6, XH), (0.12, DESC))],
+        },
+        "t": {
+            "cross": [_line((0.22, 0.08), (0.22, BASE)), _line((0.0, XH), (0.46, XH))],
+            "hooked foot": [_cat(_line((0.2, 0.08), (0.2, 0.88)), _arc(0.34, 0.88, 0.14, 0.12, 180, 45)), _line((0.0, XH), (0.44, XH))],
+        },
+        "z": {"crossed": [_line((0.0, XH), (0.52, XH), (0.0, BASE), (0.55, BASE)), _line((0.1, xm), (0.44, xm))]},
+        "Z": {"crossed": [_line((0.02, 0.0), (0.66, 0.0), (0.0, BASE), (0.7, BASE)), _line((0.12, 0.5), (0.56, 0.5))]},
+        "I": {"with bars": [_line((0.0, 0.0), (0.44, 0.0)), _line((0.22, 0.0), (0.22, BASE)), _line((0.0, BASE), (0.44, BASE))]},
+        "J": {"with top bar": [_line((0.12, 0.0), (0.72, 0.0)), _cat(_line((0.45, 0.0), (0.45, 0.78)), _arc(0.24, 0.78, 0.21, 0.22, 0, 160))]},
+        "G": {"no spur": [_cat(_arc(0.4, 0.5, 0.4, 0.5, -40, -355), _line((0.78, 0.56), (0.45, 0.56)))]},
+        # epsilon-like cursive print 'E'
+        "E": {"epsilon": [_cat(_arc(0.32, 0.26, 0.28, 0.24, -30, -270), _arc(0.34, 0.74, 0.32, 0.26, -90, -330)[1:])]},
+        "l": {
+            "hooked foot": [_cat(_line((0.08, 0.0), (0.08, 0.86)), _arc(0.2, 0.86, 0.12, 0.14, 180, 60))],
+            "loop": [_line((0.0, 0.85), (0.12, 0.55), (0.2, 0.28), (0.22, 0.1), (0.16, 0.0), (0.09, 0.05),
+                           (0.07, 0.3), (0.07, 0.88), (0.14, 0.99), (0.26, 0.95))],
+        },
+        "i": {"hooked foot": [_arc(0.1, 0.14, 0.035, 0.035, 0, 360, 9), _cat(_line((0.08, XH), (0.08, 0.88)), _arc(0.2, 0.88, 0.12, 0.12, 180, 60))]},
+        "f": {"hooked top": [_cat(_arc(0.38, 0.16, 0.17, 0.16, -10, -180), _line((0.21, 0.16), (0.21, BASE))), _line((0.02, XH), (0.46, XH))]},
+        "e": {"bar first": [_cat(_line((0.04, 0.68), (0.54, 0.68)), _arc(0.3, 0.68, 0.26, 0.33, 0, -300))]},
+        "k": {"one-stroke arm": [_line((0.04, 0.0), (0.04, BASE)), _line((0.48, XH), (0.05, 0.72), (0.5, BASE))]},
+        "Y": {"straight stem": [_line((0.0, 0.0), (0.35, 0.5)), _line((0.7, 0.0), (0.35, 0.5), (0.35, BASE))]},
+        "M": {"one stroke, deep middle": [_line((0.0, BASE), (0.04, 0.0), (0.4, 0.7), (0.76, 0.0), (0.8, BASE))]},
+        "W": {"one stroke, short middle": [_line((0.0, 0.0), (0.22, BASE), (0.45, 0.3), (0.68, BASE), (0.9, 0.0))]},
+        "Q": {"crossing tail": [_arc(0.42, 0.5, 0.42, 0.5, -90, 270), _line((0.5, 0.72), (0.9, 1.08))]},
+        "A": {"two strokes": [_line((0.0, BASE), (0.35, 0.0), (0.7, BASE)), _line((0.14, 0.62), (0.58, 0.62))]},
+        "b": {"stem and bowl": [_line((0.04, 0.0), (0.04, BASE)), _arc(0.3, (XH + BASE) / 2, 0.26, (BASE - XH) / 2, 200, 525)]},
+        "p": {"stem and bowl": [_line((0.04, XH), (0.04, DESC)), _arc(0.3, (XH + BASE) / 2, 0.26, (BASE - XH) / 2, 200, 525)]},
+        "h": {"stem and arch": [_line((0.04, 0.0), (0.04, BASE)), _cat(_arc(0.27, 0.62, 0.23, 0.22, 190, 360), _line((0.5, BASE)))]},
+        "n": {"stem and arch": [_line((0.04, XH), (0.04, BASE)), _cat(_arc(0.27, 0.62, 0.23, 0.22, 190, 360), _line((0.5, BASE)))]},
     }
+
+
+@functools.lru_cache(maxsize=None)
+def hand_forms(char: str) -> dict[str, Skeleton]:
+    """Hand-made forms of ``char`` by name (possibly none), cached."""
+    check_char(char)
+    forms = _hand_forms_table().get(char, {})
+    return {name: normalise([np.asarray(p, float) for p in form], 1.0, f"hand:{char}:{name}")
+            for name, form in forms.items()}
 
 
 @functools.lru_cache(maxsize=None)
 def alternate_skeletons(char: str) -> tuple[Skeleton, ...]:
     """Hand-made alternative forms of ``char`` (possibly none), cached."""
-    check_char(char)
-    forms = _alternates_table().get(char, [])
-    return tuple(_normalise([np.asarray(p, float) for p in form], 1.0, f"hand:{char}{i}") for i, form in enumerate(forms))
+    return tuple(hand_forms(char).values())
