@@ -8,16 +8,27 @@ directory.) Nothing happens at import time: call :func:`configure` first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 EXPERIMENT = "handwriting"
 
 
 def repo_root(start: Path | None = None) -> Path:
-    """The nearest folder at or above ``start`` (default: the working directory) holding
-    dvc.yaml; the working directory itself when there is none."""
+    """The user's repository: the nearest folder at or above ``start`` holding dvc.yaml (the
+    working directory itself when there is none).
+
+    Without ``start``, a stage run by DVC answers ``DVC_ROOT``: queued and ``--temp``
+    experiments run in a temporary copy of the repository that DVC deletes afterwards, and DVC
+    points ``DVC_ROOT`` at the user's repository, so their MLflow runs land in the user's store
+    and relative paths in params.yaml mean what they mean there.
+    """
+    dvc_root = os.environ.get("DVC_ROOT")
+    if start is None and dvc_root and (Path(dvc_root) / "dvc.yaml").is_file():
+        return Path(dvc_root).resolve()
     start = (start or Path.cwd()).resolve()
     for folder in (start, *start.parents):
         if (folder / "dvc.yaml").is_file():
@@ -38,15 +49,31 @@ def configure(experiment: str = EXPERIMENT, root: Path | None = None) -> str:
 
     root = repo_root(root)
     mlflow.set_tracking_uri(tracking_uri(root))
-    client = MlflowClient()
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        experiment_id = found.experiment_id
-    else:
-        experiment_id = client.create_experiment(
-            experiment, artifact_location=(root / "mlartifacts").as_uri())
+    # Several stages may start at once (`dvc queue start -j 2`): creating the SQLite store's
+    # tables and the experiment must happen once, so the first use is serialised by a lock file.
+    with _store_lock(root):
+        client = MlflowClient()
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            experiment_id = found.experiment_id
+        else:
+            experiment_id = client.create_experiment(
+                experiment, artifact_location=(root / "mlartifacts").as_uri())
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+@contextlib.contextmanager
+def _store_lock(root: Path) -> Iterator[None]:
+    """An exclusive lock on ``<repo>/mlflow.db.lock`` (released when the block ends)."""
+    import fcntl
+
+    with open(root / "mlflow.db.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -68,6 +95,17 @@ def run_tags(*, stage: str, architecture: str, variant: str, pretrained: bool,
         "variant": variant,
         "pretrained": str(pretrained).lower(),
     }
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-    return tags
+    return {**tags, **experiment_tags()}
+
+
+def experiment_tags() -> dict[str, str]:
+    """``dvc_exp_name`` when the run belongs to a ``dvc exp run`` experiment, else nothing."""
+    name = os.environ.get("DVC_EXP_NAME")
+    return {"dvc_exp_name": name} if name else {}
+
+
+def resolve(path: str | Path) -> Path:
+    """A path from params.yaml: ``~`` expanded, a relative one taken from the user's
+    repository (see :func:`repo_root`), not from the working directory."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else repo_root() / path

@@ -198,3 +198,38 @@ def test_tune_stage_and_a_change_reruns_only_that_architecture(repo):
     repo.edit_params(change_lenet5_space)
     status = repo.dvc("status", *lenet5_stages).stdout
     assert "tune@lenet5" in status and "train@lenet5" not in status
+
+
+def _mlflow_runs_by_experiment(db: Path) -> dict[str, int]:
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT value, COUNT(*) FROM tags WHERE key = 'dvc_exp_name' GROUP BY value")
+        return dict(rows.fetchall())
+
+
+def test_queued_experiments_two_at_once_keep_their_mlflow_runs(repo):
+    # DVC runs queued experiments in temporary copies that it deletes afterwards: their runs
+    # must land in this repository's store, and two workers share the SQLite store safely.
+    repo.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+    repo.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    experiments = {"q-lenet-ep2": "train.lenet5.epochs=2",
+                   "q-lenet-bs16": "train.lenet5.batch_size=16"}
+    names = list(experiments)
+    for name, value in experiments.items():
+        repo.dvc("exp", "run", "--queue", "-n", name, "-S", value, "train@lenet5")
+    repo.dvc("queue", "start", "-j", "2")
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = repo.dvc("queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    logs = {name: subprocess.run([sys.executable, "-m", "dvc", "queue", "logs", name],
+                                 cwd=repo.root, env=repo.env, capture_output=True,
+                                 text=True).stdout[-3000:] for name in names}
+    repo.dvc("queue", "stop", "--kill")
+    assert status.count("Success") == 2, (status, logs)
+    runs = _mlflow_runs_by_experiment(repo.root / "mlflow.db")
+    assert runs.get("q-lenet-ep2", 0) >= 1 and runs.get("q-lenet-bs16", 0) >= 1, runs

@@ -92,3 +92,29 @@ def test_unknown_architecture_settings_are_clear_errors(params_file):
         train.arch_settings(params, "resnet")
     fit, hparams = train.arch_settings(params, "vgg16")
     assert fit["fine_tune_blocks"] == 0 and hparams["weights"] == "imagenet"
+
+
+def test_runs_of_dvc_experiments_go_to_the_users_repository(tmp_path, monkeypatch):
+    # DVC runs queued and --temp experiments in a temporary copy and sets DVC_ROOT to the
+    # user's repository: the store and relative params paths must follow DVC_ROOT.
+    user, copy = tmp_path / "user", tmp_path / "user/.dvc/tmp/exps/tmp123"
+    copy.mkdir(parents=True)
+    (user / "dvc.yaml").write_text("stages: {}\n")
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(copy)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert tracking.repo_root() == copy.resolve()  # plain run: the nearest dvc.yaml
+    monkeypatch.setenv("DVC_ROOT", str(user))
+    assert tracking.repo_root() == user.resolve()
+    assert tracking.tracking_uri() == f"sqlite:///{(user / 'mlflow.db').resolve().as_posix()}"
+    assert tracking.resolve("../shared/data") == user.resolve() / "../shared/data"
+    assert tracking.resolve(tmp_path / "abs") == tmp_path / "abs"
+    assert tracking.repo_root(copy) == copy.resolve()  # an explicit start still wins
+    monkeypatch.setenv("DVC_EXP_NAME", "q-lenet")
+    assert tracking.experiment_tags() == {"dvc_exp_name": "q-lenet"}
+    tags = tracking.run_tags(stage="train@lenet5", architecture="lenet5", variant="untuned",
+                             pretrained=True)
+    assert tags["dvc_exp_name"] == "q-lenet"
+    monkeypatch.delenv("DVC_EXP_NAME")
+    assert tracking.experiment_tags() == {}

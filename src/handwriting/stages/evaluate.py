@@ -226,7 +226,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
 
     crossdata = {}
     for folder in settings.get("crossdata", []) or []:
-        root = Path(folder).expanduser()
+        root = tracking.resolve(folder)
         if not root.is_dir():
             print(f"evaluate: cross-dataset {folder} not found, skipped", file=sys.stderr)
             continue

@@ -258,7 +258,7 @@ def _register(params: Params, serving_dir: Path, champion: str, score: float,
     name = params.export.registered_model
     with mlflow.start_run(run_name="export"):
         mlflow.set_tags({"stage": "export", "champion": champion,
-                         "git_commit": tracking.git_commit()})
+                         "git_commit": tracking.git_commit(), **tracking.experiment_tags()})
         mlflow.log_params({"champion": champion, "registered_model": name})
         for variant in ("onnx", "int8"):
             part = figures[variant]
@@ -275,7 +275,7 @@ def _register(params: Params, serving_dir: Path, champion: str, score: float,
             serving_dir, name=name, champion=champion, score=score, example_image=example_png,
             latency_ms=figures["onnx"]["latency_end_to_end"]["p50_ms"],
             budget_ms=params.export.latency_budget_ms,
-            tags={"git_commit": tracking.git_commit()})
+            tags={"git_commit": tracking.git_commit(), **tracking.experiment_tags()})
     if result.alias_moved:
         print(f"export: registered {name} version {result.version}; alias '{ALIAS}' now "
               f"points to it (previous: {result.previous_version or 'none'})", flush=True)

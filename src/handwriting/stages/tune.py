@@ -148,7 +148,8 @@ def search(arch: str, params: Params, split_dir: Path,
         hparams = {**hparam_defaults, **{k: v for k, v in chosen.items() if k not in FIT_KEYS}}
         with mlflow.start_run(run_name=f"{arch}-trial-{trial.number}", nested=True):
             mlflow.set_tags({"architecture": arch, "variant": "trial",
-                             "trial_number": str(trial.number), "state": "running"})
+                             "trial_number": str(trial.number), "state": "running",
+                             **tracking.experiment_tags()})
             mlflow.log_params(chosen)
             try:
                 keras.utils.set_random_seed(seed + trial.number)
