@@ -185,8 +185,8 @@ def _predict(args: argparse.Namespace) -> int:
                     best = top[0][0]
                     correct += best == expected
                     correct_folded += best.upper() == expected.upper()
-                correct_merged += (labels.merged37_index(labels.index_of(best))
-                                   == labels.merged37_index(labels.index_of(expected)))
+                    correct_merged += (labels.merged37_index(labels.index_of(best))
+                                       == labels.merged37_index(labels.index_of(expected)))
                 entries.append({"file": str(path),
                                 "top": [{"label": label, "probability": round(p, 6)}
                                         for label, p in top],

@@ -93,6 +93,9 @@ def decode(source: str | os.PathLike | bytes, *, name: str | None = None,
         except IsADirectoryError:
             raise ImageError(name, "is a directory, not an image file",
                              "pass an image file") from None
+        except OSError as error:  # a symlink loop, no permission, an I/O error
+            raise ImageError(name, f"cannot be read ({error.strerror or error})",
+                             "check the file, its permissions and any symbolic links") from None
     if not data:
         raise ImageError(name, "the file is empty (0 bytes)",
                          "re-save or re-export the image and try again")

@@ -368,6 +368,21 @@ def test_cli_all_good_files_exit_zero(serving_dir, letter_files, capsys):
     assert status == 0
     assert [line.split("\t")[1].split(" ")[0] for line in out.splitlines()] == ["A", "b"]
     assert "serving.json" in err
+    assert "merged-37: 1.0000 (2/2)" in err  # both files sit in class folders
+
+
+def test_cli_unlabelled_files_and_a_symlink_loop(serving_dir, letter_files, tmp_path, capsys):
+    # A file outside the class folders has no label to score; a symlink loop is one clear
+    # error line, not a traceback, and the other files go on.
+    loose = tmp_path / "loose.png"
+    loose.write_bytes(letter_files["a1"].read_bytes())
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    status, out, err = run_cli(capsys, loose, loop, "--model", serving_dir, "--top-k", "1")
+    assert status == 1
+    assert out.splitlines()[0].startswith(f"{loose}\tA ")
+    assert f"error: {loop}: cannot be read" in err and "symbolic links" in err
+    assert "Traceback" not in err and "accuracy against the folder labels" not in err
 
 
 def test_cli_model_names_and_the_default(trained, serving_dir, letter_files, tmp_path, capsys):
