@@ -10,7 +10,7 @@ look-alike letters) of the generated data and of every real dataset.
 
 The real data is evaluation only: the model never sees it in training.
 
-Run (about 2 to 5 minutes on 2 cores at 100 images per letter):
+Run (about 2 to 5 minutes on 2 cores at 100 images per letter; the default is params.yaml's):
 
     python benchmarks/generator_probe.py                       # today's params.yaml settings
     python benchmarks/generator_probe.py --styles futural timesr timesi scripts scriptc \\
@@ -38,7 +38,7 @@ from handwriting import labels
 from handwriting.augmentation import AugmentSettings
 from handwriting.evaluation.crossdata import read_class_folder
 from handwriting.evaluation.metrics import classification_metrics
-from handwriting.imaging import PreprocessSettings, preprocess, to_uint8
+from handwriting.imaging import PreprocessSettings, preprocess_with, to_uint8
 from handwriting.params import load_params
 from handwriting.synth import measure
 
@@ -49,13 +49,13 @@ def _draw(job: tuple) -> np.ndarray:
     """Draw and preprocess one letter (in a worker process)."""
     from handwriting.synth import draw_letter, sample_rng
 
-    char, number, seed, kwargs, font_mode, size = job
+    char, number, seed, kwargs, font_mode, settings = job
     rng = sample_rng(seed, char, number)
     if font_mode == "outline":
         image = _draw_with_outline_fonts(char, rng, kwargs)
     else:
         image = draw_letter(char, rng, **kwargs)
-    return to_uint8(preprocess(image, size))
+    return to_uint8(preprocess_with(settings, image))
 
 
 def _draw_with_outline_fonts(char: str, rng: np.random.Generator, kwargs: dict) -> np.ndarray:
@@ -95,12 +95,12 @@ def _draw_with_outline_fonts(char: str, rng: np.random.Generator, kwargs: dict) 
     return 255 - ink
 
 
-def generate(per_class: int, seed: int, kwargs: dict, font_mode: str, size: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [52 * per_class, size, size], class ids)."""
+def generate(per_class: int, seed: int, kwargs: dict, font_mode: str,
+             settings: PreprocessSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [52 * per_class, S, S] through the shared preprocessing, class ids)."""
     from tqdm import tqdm
 
-    jobs = [(char, n, seed, kwargs, font_mode, size) for char in labels.CLASSES
+    jobs = [(char, n, seed, kwargs, font_mode, settings) for char in labels.CLASSES
             for n in range(per_class)]
     with ProcessPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
         images = list(tqdm(pool.map(_draw, jobs, chunksize=32), total=len(jobs),
@@ -176,12 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="write the stroke-weight plot here")
     args = parser.parse_args(argv)
 
-    size = params.base.image_size
+    preprocess_settings = params.preprocessing
     kwargs = dict(styles=args.styles, invert_probability=synth.invert_probability,
                   canvas_sizes=synth.canvas_sizes, pen_scale=args.pen_scale,
                   hand_share=args.hand_share)
     started = time.perf_counter()
-    images, ids = generate(args.per_class, args.seed, kwargs, args.font_mode, size)
+    images, ids = generate(args.per_class, args.seed, kwargs, args.font_mode,
+                           preprocess_settings)
     drawn = time.perf_counter() - started
     weights = {"generated": measure.case_stroke_weights(images, ids)}
 
@@ -197,8 +198,6 @@ def main(argv: list[str] | None = None) -> int:
            "hand_share": args.hand_share, "font_mode": args.font_mode,
            "draw_seconds": round(drawn, 1),
            "generated_stroke_weight": measure.summary(weights["generated"])}
-    preprocess_settings = PreprocessSettings(size, params.preprocess.margin,
-                                             params.preprocess.max_pixels)
     for real in args.real:
         if not real.is_dir():
             print(f"probe: {real} not found, skipped", file=sys.stderr)
@@ -206,11 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         x, y, _ = read_class_folder(real, preprocess_settings)
         probabilities = model.predict(x[..., None].astype(np.float32) / 255.0, verbose=0)
         figures = classification_metrics(y, probabilities)
+        weights[real.name] = measure.case_stroke_weights(x, y)
         row[real.name] = {"accuracy": figures["accuracy"],
                           "case_insensitive_accuracy": figures["case_insensitive_accuracy"],
                           "merged37_accuracy": figures["merged37_accuracy"],
-                          "stroke_weight": measure.summary(measure.case_stroke_weights(x, y))}
-        weights[real.name] = measure.case_stroke_weights(x, y)
+                          "stroke_weight": measure.summary(weights[real.name])}
         print(f"probe {args.label}: {real.name}: 52-class {figures['accuracy']:.3f}, "
               f"case-insensitive {figures['case_insensitive_accuracy']:.3f}, "
               f"merged-37 {figures['merged37_accuracy']:.3f}")

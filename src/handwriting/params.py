@@ -7,6 +7,7 @@ Unknown or missing keys are errors that name the key, so a typo in params.yaml (
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,10 +175,10 @@ def _check_scalar(value: Any, annotation: str, key: str) -> Any:
 
 def _check_synthetic(synthetic: Synthetic) -> None:
     # Style names are checked by the raw stage, which knows the generator's styles.
-    if synthetic.pen_scale <= 0:
+    if not math.isfinite(synthetic.pen_scale) or synthetic.pen_scale <= 0:
         raise ParamsError("params.yaml: raw.synthetic.pen_scale must be above 0 (1: the "
                           f"writer's own pen), got {synthetic.pen_scale}")
-    if synthetic.hand_share < 0:
+    if not math.isfinite(synthetic.hand_share) or synthetic.hand_share < 0:
         raise ParamsError("params.yaml: raw.synthetic.hand_share must be 0 (no hand-made forms) "
                           f"or more, got {synthetic.hand_share}")
 

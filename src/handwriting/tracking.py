@@ -77,7 +77,10 @@ def _store_lock(root: Path) -> Iterator[None]:
 
 
 def git_commit(root: Path | None = None) -> str:
-    """The commit checked out in the repository ('unknown' outside git)."""
+    """The commit the run's code comes from: the baseline commit of a ``dvc exp run``
+    experiment, else the commit checked out in the repository ('unknown' outside git)."""
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        return os.environ["DVC_EXP_BASELINE_REV"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(root),
                               capture_output=True, text=True, check=True).stdout.strip()

@@ -53,4 +53,3 @@ def contact_sheet(images_by_class: Mapping[str, Sequence[np.ndarray]], path: str
     figure.suptitle(title, fontsize=11, y=0.995, va="top")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi, metadata={"Software": None})
-

@@ -56,6 +56,9 @@ class Repo:
     def __init__(self, root: Path):
         self.root = root
         self.env = dict(os.environ)
+        # The copy's own store and root, whatever the caller's environment says.
+        for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+            self.env.pop(name, None)
         # `python` in dvc.yaml must be this interpreter, importing this copy's package.
         self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"
         self.env["PYTHONPATH"] = str(root / "src")

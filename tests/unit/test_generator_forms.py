@@ -177,3 +177,22 @@ def test_allograph_sheet_shows_every_letter(tmp_path):
     assert image is not None and image.shape[0] >= 52 * 20
     # Ink in the font columns and in the hand-made columns.
     assert (image < 100).mean() > 0.02
+
+
+def test_generated_files_do_not_depend_on_the_worker_count(tmp_path, monkeypatch):
+    import dataclasses
+
+    from handwriting.params import load_params
+    from handwriting.stages import raw
+    from tests.conftest import REPO
+
+    synthetic = dataclasses.replace(load_params(REPO / "params.yaml").raw.synthetic,
+                                    per_class=1, per_class_overrides={"r": 2})
+    outputs = []
+    for workers in (1, 2):
+        monkeypatch.setattr(raw, "_workers", lambda workers=workers: workers)
+        out = tmp_path / f"w{workers}"
+        assert raw.generate_synthetic(synthetic, 42, out) == 53
+        outputs.append({p.relative_to(out).as_posix(): p.read_bytes()
+                        for p in sorted(out.rglob("*.png"))})
+    assert len(outputs[0]) == 53 and outputs[0] == outputs[1]

@@ -65,8 +65,17 @@ def test_unknown_generator_style_is_named_with_the_valid_ones(tmp_path):
     assert not (tmp_path / "raw").exists()
 
 
-@pytest.mark.parametrize("key,value", [("pen_scale", 0), ("hand_share", -0.5)])
+@pytest.mark.parametrize("key,value", [("pen_scale", 0), ("hand_share", -0.5),
+                                       ("pen_scale", float("inf")), ("hand_share", float("nan"))])
 def test_bad_generator_scales_name_the_key(tmp_path, key, value):
     path = write(tmp_path, lambda v: v["raw"]["synthetic"].update({key: value}))
     with pytest.raises(ParamsError, match=f"raw.synthetic.{key}"):
         load_params(path)
+
+
+def test_an_empty_style_list_says_so(tmp_path):
+    from handwriting.stages.raw import check_styles
+
+    path = write(tmp_path, lambda v: v["raw"]["synthetic"].update(styles=[]))
+    with pytest.raises(ParamsError, match="raw.synthetic.styles must list at least one style"):
+        check_styles(load_params(path).raw.synthetic)

@@ -102,8 +102,8 @@ def test_runs_of_dvc_experiments_go_to_the_users_repository(tmp_path, monkeypatc
     (user / "dvc.yaml").write_text("stages: {}\n")
     (copy / "dvc.yaml").write_text("stages: {}\n")
     monkeypatch.chdir(copy)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        monkeypatch.delenv(name, raising=False)
     assert tracking.repo_root() == copy.resolve()  # plain run: the nearest dvc.yaml
     monkeypatch.setenv("DVC_ROOT", str(user))
     assert tracking.repo_root() == user.resolve()
@@ -116,5 +116,7 @@ def test_runs_of_dvc_experiments_go_to_the_users_repository(tmp_path, monkeypatc
     tags = tracking.run_tags(stage="train@lenet5", architecture="lenet5", variant="untuned",
                              pretrained=True)
     assert tags["dvc_exp_name"] == "q-lenet"
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abc123")
+    assert tracking.git_commit() == "abc123"  # the experiment's baseline, not the user's HEAD
     monkeypatch.delenv("DVC_EXP_NAME")
     assert tracking.experiment_tags() == {}

@@ -56,6 +56,19 @@ def _draw_class(job: tuple[str, int, int, Synthetic, str]) -> int:
     return count
 
 
+def check_styles(settings: Synthetic) -> None:
+    """raw.synthetic.styles must name at least one known style (a ParamsError says which)."""
+    from handwriting.synth import ALL_STYLES
+
+    if not settings.styles:
+        raise ParamsError("params.yaml: raw.synthetic.styles must list at least one style; "
+                          f"valid styles: {', '.join(ALL_STYLES)}")
+    bad = [style for style in settings.styles if style not in ALL_STYLES]
+    if bad:
+        raise ParamsError(f"params.yaml: raw.synthetic.styles names unknown styles {bad}; "
+                          f"valid styles: {', '.join(ALL_STYLES)}")
+
+
 def generate_synthetic(settings: Synthetic, seed: int, out_dir: Path) -> int:
     """Draw the synthetic dataset into ``out_dir``; returns the number of images."""
     unknown = sorted(set(settings.per_class_overrides) - set(labels.CLASSES))
@@ -63,12 +76,7 @@ def generate_synthetic(settings: Synthetic, seed: int, out_dir: Path) -> int:
         raise labels.LabelError(
             f"params.yaml: raw.synthetic.per_class_overrides names {unknown}, which are not "
             "letters; use single letters A-Z or a-z as keys")
-    from handwriting.synth import ALL_STYLES
-
-    bad = [style for style in settings.styles if style not in ALL_STYLES]
-    if bad or not settings.styles:
-        raise ParamsError(f"params.yaml: raw.synthetic.styles names unknown styles {bad}; "
-                          f"valid styles: {', '.join(ALL_STYLES)}")
+    check_styles(settings)
     jobs = [(char, settings.per_class_overrides.get(char, settings.per_class), seed, settings,
              str(out_dir)) for char in labels.CLASSES]
     total = sum(job[1] for job in jobs)
@@ -139,6 +147,8 @@ def run(params: Params, out_dir: Path, feedback_dir: Path, report_path: Path,
         ) -> dict[str, int]:
     """Build the raw dataset; returns the figures written to the report."""
     settings = params.preprocessing
+    # The allograph sheet is drawn from the styles whatever the source: check them first.
+    check_styles(params.raw.synthetic)
     skipped: list[tuple[str, str]] = []
     started = time.perf_counter()
     with replacing_directory(out_dir) as staging:

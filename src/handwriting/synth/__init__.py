@@ -96,9 +96,9 @@ def draw_letter(
     """
     check_char(char)
     styles = check_styles(styles)
-    if not float(pen_scale) > 0.0:
+    if not 0.0 < float(pen_scale) < float("inf"):
         raise ValueError(f"pen_scale must be above 0, got {pen_scale!r}")
-    if not float(hand_share) >= 0.0:
+    if not 0.0 <= float(hand_share) < float("inf"):
         raise ValueError(f"hand_share must be 0 or more, got {hand_share!r}")
     if not 0.0 <= float(invert_probability) <= 1.0:
         raise ValueError(f"invert_probability must be in [0, 1], got {invert_probability!r}")

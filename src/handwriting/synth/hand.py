@@ -123,8 +123,9 @@ class Writer:
         ``small``: the skeleton is a small letter, written at this hand's ``small_size``.
         """
         # A small letter's written size: the font's size pulled towards the capitals' (square
-        # root), tall ones ('l', 'y') kept below 0.8 of a capital, and shrunk by this writer's
-        # own factor.
+        # root) and kept below 0.8 of a capital (so most small letters, 'o' as much as 'l', end
+        # near 0.8: written alone, people draw them at much the same size), then shrunk by this
+        # writer's own factor.
         scale = (self.small_size * min(np.sqrt(skeleton.extent), 0.8) if small
                  else skeleton.extent)
         # A pen is as wide on an 'o' as on an 'H', but not so wide that it fills in a small letter.
