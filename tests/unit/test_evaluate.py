@@ -89,8 +89,9 @@ def test_evaluate_writes_every_output(tiny_project):
     assert set(written) == {"lenet5", "gru", "ensemble"}
     for figures in (written["lenet5"]["untuned"], written["gru"]["tuned"], written["ensemble"]):
         assert all(isinstance(v, (int, float)) for v in figures.values())  # numbers only
+        assert figures["accuracy_ci95_low"] <= figures["accuracy"] <= figures["accuracy_ci95_high"]
         for key in ("accuracy", "case_insensitive_accuracy", "merged37_accuracy", "f1_macro",
-                    "roc_auc_ovr_macro",
+                    "f1_macro_ci95_low", "f1_macro_ci95_high", "roc_auc_ovr_macro",
                     "log_loss", "top5_accuracy", "ece", "latency_ms", "params", "size_mb"):
             assert key in figures
     assert written["lenet5"]["tuned"]["latency_ms"] > 0
@@ -101,6 +102,7 @@ def test_evaluate_writes_every_output(tiny_project):
     assert len((root / "out" / "per_class" / "ensemble.csv").read_text().splitlines()) == 53
     report = (root / "out" / "comparison.md").read_text()
     assert "Best model by macro F1: **" in report and "| ensemble" in report
+    assert "95 % bootstrap interval" in report and "accuracy (95 % CI)" in report
     assert "Cross-dataset: emnist" in report
     crossdata = json.loads((root / "out" / "crossdata.json").read_text())
     assert crossdata["datasets"] == 1 and crossdata["emnist"]["images"] == 52

@@ -103,3 +103,23 @@ def test_merged37_accuracy_counts_look_alike_cases_as_right():
     assert figures["merged37_accuracy"] == pytest.approx(3 / 4)
     assert figures["case_insensitive_accuracy"] == pytest.approx(1.0)
     assert figures["accuracy"] == pytest.approx(1 / 4)
+
+
+def test_bootstrap_intervals_bracket_the_figure_and_shrink_with_more_images():
+    from handwriting.evaluation.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(0)
+
+    def intervals(n):
+        y_true = rng.integers(0, labels.NUM_CLASSES, n)
+        predicted = np.where(rng.random(n) < 0.8, y_true, (y_true + 1) % labels.NUM_CLASSES)
+        figures = classification_metrics(y_true, one_hot(predicted))
+        ci = bootstrap_intervals(y_true, one_hot(predicted), seed=3, samples=300)
+        assert ci["accuracy_ci95_low"] <= figures["accuracy"] <= ci["accuracy_ci95_high"]
+        assert ci["f1_macro_ci95_low"] <= ci["f1_macro_ci95_high"]
+        assert ci == bootstrap_intervals(y_true, one_hot(predicted), seed=3, samples=300)
+        return ci["accuracy_ci95_high"] - ci["accuracy_ci95_low"]
+
+    small, large = intervals(200), intervals(3000)
+    assert 0.05 < small < 0.2  # about +/- 2.8 points at 200 images and 80 %
+    assert large < 0.5 * small
