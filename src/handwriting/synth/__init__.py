@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from handwriting import labels
+
 from .allographs import (ALL_STYLES, FONT_FORM, FONT_STYLES, HERSHEY_DEFAULT, allograph_table,
                          check_styles, choose_skeleton, style_skeleton)
 from .fonts import FONT_FAMILIES
@@ -51,8 +53,6 @@ _NON_SQUARE_PROBABILITY = 0.2
 def sample_rng(seed: int, char: str, number: int) -> np.random.Generator:
     """The generator of sample ``number`` of ``char``: keyed by (seed, class, number), so a
     sample is the same whatever the order, the worker count or the other classes' counts."""
-    from handwriting import labels
-
     return np.random.default_rng([seed, labels.index_of(char), number])
 
 

@@ -18,7 +18,7 @@ import functools
 
 import numpy as np
 
-from .skeletons import LETTERS, Skeleton, check_char, join_segments, normalise, simplify
+from .skeletons import Skeleton, check_char, join_segments, normalise, simplify
 
 # Handwriting-style families (the fontpkg slug, which is also the style name used in params.yaml)
 # and the licence of their files, as recorded by the package (a test checks that they agree).
@@ -106,7 +106,6 @@ _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1,
 def _pixel_graph(skel: np.ndarray) -> dict[tuple[int, int], list[tuple[int, int]]]:
     """Adjacency of skeleton pixels: 4-neighbours always, diagonal ones only where no 4-path
     joins them (otherwise every corner of the thin line would be a tiny triangle)."""
-    h, w = skel.shape
     pixels = list(zip(*np.nonzero(skel)))
     graph: dict[tuple[int, int], list[tuple[int, int]]] = {(int(r), int(c)): [] for r, c in pixels}
     for r, c in graph:
@@ -187,7 +186,3 @@ def font_skeleton(family: str, char: str) -> Skeleton:
         raise FontError(f"font family {family!r}: no strokes traced for {char!r}")
     return normalise(strokes, _cap_height(family), family)
 
-
-def all_skeletons(family: str) -> dict[str, Skeleton]:
-    """Every letter of ``family``, for checks and contact sheets."""
-    return {char: font_skeleton(family, char) for char in LETTERS}
