@@ -1,9 +1,10 @@
 """Load on the served champion: concurrent clients on loopback for a bounded time.
 
-Run: ``python benchmarks/serve_load.py [--clients 4] [--seconds 15] [--images-per-request 1]``
+Run: ``python benchmarks/serve_load.py [--clients 4] [--seconds 15] [--images-per-request 1]
+[--workers 1]``
 
 By default it starts ``mlflow models serve -m models:/<export.registered_model>@champion
---env-manager local`` on a free loopback port (the repository's MLflow store, after ``dvc
+--env-manager local --workers N`` on a free loopback port (the repository's MLflow store, after ``dvc
 repro``) and stops it at the end; ``--url http://127.0.0.1:5001`` measures a server you started
 yourself instead. Each client sends one request after another, each holding
 ``--images-per-request`` PNG files (base64, as in the README's curl call) made from the test
@@ -61,13 +62,14 @@ def _pngs(count: int) -> list[bytes]:
     return [cv2.imencode(".png", image)[1].tobytes() for image in images]
 
 
-def _start_server(model_uri: str, port: int) -> subprocess.Popen:
+def _start_server(model_uri: str, port: int, workers: int) -> subprocess.Popen:
     from handwriting import tracking
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(REPO),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri,
-               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers)]
     print(f"starting: {' '.join(command)}", flush=True)
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0,
                         help="measured duration, at most 300 (default 15)")
     parser.add_argument("--images-per-request", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server worker processes when starting one (default 1)")
     parser.add_argument("--warm-up", type=int, default=5,
                         help="requests per client not counted (default 5)")
     args = parser.parse_args(argv)
@@ -148,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
         name = load_params(REPO / "params.yaml").export.registered_model
         host, port = "127.0.0.1", _free_port()
-        server = _start_server(args.model_uri or f"models:/{name}@champion", port)
+        server = _start_server(args.model_uri or f"models:/{name}@champion", port,
+                               args.workers)
     try:
         _wait_until_up(host, port, server)
         files = _pngs(256)
@@ -176,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             server.wait(timeout=30)
 
     done = len(latencies)
-    print(f"\n{args.clients} clients, {per} image(s) per request, {elapsed:.1f} s "
+    print(f"\n{args.clients} clients, {per} image(s) per request, {elapsed:.1f} s, "
+          f"{args.workers if server is not None else 'unknown'} server worker(s) "
           f"(load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores)")
     if done:
         p50, p99 = np.percentile(latencies, [50, 99])

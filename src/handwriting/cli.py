@@ -147,6 +147,7 @@ def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from handwriting.imaging import ImageError
+    from handwriting.serving.predictor import UNSURE_MESSAGE
 
     try:
         predictor = _load_predictor(args)
@@ -158,7 +159,7 @@ def _predict(args: argparse.Namespace) -> int:
         return 2
 
     entries: list[dict] = []
-    failed = correct = correct_folded = correct_merged = labelled = 0
+    failed = correct = correct_folded = correct_merged = labelled = unsure_count = 0
     with tqdm(total=len(files), unit="image", file=sys.stderr, disable=None,
               desc="predicting") as bar:
         for start in range(0, len(files), args.batch_size):
@@ -187,13 +188,15 @@ def _predict(args: argparse.Namespace) -> int:
                     correct_folded += best.upper() == expected.upper()
                     correct_merged += (labels.merged37_index(labels.index_of(best))
                                        == labels.merged37_index(labels.index_of(expected)))
+                unsure = predictor.is_unsure(top)
+                unsure_count += unsure
                 entries.append({"file": str(path),
                                 "top": [{"label": label, "probability": round(p, 6)}
                                         for label, p in top],
-                                "error": None})
+                                "unsure": unsure, "error": None})
                 if not args.json:
-                    bar.write(str(path) + "".join(f"\t{label} {p:.4f}" for label, p in top),
-                              file=sys.stdout)
+                    bar.write(str(path) + "".join(f"\t{label} {p:.4f}" for label, p in top)
+                              + (f"\t({UNSURE_MESSAGE})" if unsure else ""), file=sys.stdout)
             bar.update(len(chunk))
     if args.json:
         print(json.dumps(entries, indent=2))
@@ -202,6 +205,10 @@ def _predict(args: argparse.Namespace) -> int:
               f"({correct}/{labelled}); case-insensitive: {correct_folded / labelled:.4f} "
               f"({correct_folded}/{labelled}); merged-37: {correct_merged / labelled:.4f} "
               f"({correct_merged}/{labelled})", file=sys.stderr)
+    if unsure_count:
+        print(f"{unsure_count} of {len(files)} answers are below the model's confidence "
+              f"threshold ({predictor.unsure_threshold:.3f}): {UNSURE_MESSAGE}",
+              file=sys.stderr)
     if failed:
         print(f"{failed} of {len(files)} files could not be read", file=sys.stderr)
     return 1 if failed else 0
@@ -275,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(path<TAB>letter probability<TAB>...), or a JSON array with --json. "
                     "Folders are searched recursively; in an upper/A ... lower/z layout the "
                     "accuracy against the folder labels is printed at the end (on stderr). "
+                    "Below the serving folder's confidence threshold (chosen on the validation "
+                    "split) a line ends with '(not sure this is a single letter)' and the JSON "
+                    "entry has \"unsure\": true. "
                     "Exit status: 0 all images predicted, 1 some could not be read, 2 usage "
                     "error (such as no model).")
     predict.add_argument("inputs", nargs="+", type=Path, metavar="FILE_OR_DIR",

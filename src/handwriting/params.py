@@ -25,6 +25,7 @@ class ParamsError(ValueError):
 class Base:
     seed: int
     image_size: int
+    deterministic: bool
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ class Split:
 @dataclass(frozen=True)
 class Export:
     registered_model: str
-    latency_budget_ms: float
+    compute_budget_mflops: float
+    unsure_keep_correct: float
     latency_calls: int
     throughput_batch: int
 
@@ -148,6 +150,9 @@ def _check_scalar(value: Any, annotation: str, key: str) -> Any:
     elif annotation == "int | None":
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise fail("an integer or null")
+    elif annotation == "bool":
+        if not isinstance(value, bool):
+            raise fail("true or false")
     elif annotation == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail("a number")
@@ -202,9 +207,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         if not params.export.registered_model.strip():
             raise ParamsError("params.yaml: export.registered_model must name the registered "
                               "model, e.g. handwriting-letters")
-        if params.export.latency_budget_ms < 0:
-            raise ParamsError("params.yaml: export.latency_budget_ms must be 0 (no limit) or "
-                              f"more, got {params.export.latency_budget_ms}")
+        if params.export.compute_budget_mflops < 0:
+            raise ParamsError("params.yaml: export.compute_budget_mflops must be 0 (no limit) "
+                              f"or more, got {params.export.compute_budget_mflops}")
+        if not 0 < params.export.unsure_keep_correct <= 1:
+            raise ParamsError("params.yaml: export.unsure_keep_correct must be in (0, 1] (1: "
+                              f"never unsure), got {params.export.unsure_keep_correct}")
         for key in ("latency_calls", "throughput_batch"):
             if getattr(params.export, key) < 1:
                 raise ParamsError(f"params.yaml: export.{key} must be at least 1, got "

@@ -250,6 +250,27 @@ def test_the_champion_is_offered_first_and_served_with_onnx(dirs, champion_model
     assert "Grad-CAM" in [c for image in at.get("image") for c in image.captions]
 
 
+def test_the_champion_says_when_it_is_not_sure(dirs, champion_models_dir, tmp_path,
+                                               monkeypatch):
+    import shutil
+
+    # The same champion with a threshold no answer reaches: every answer is "not sure".
+    strict = tmp_path / "strict-models"
+    shutil.copytree(champion_models_dir, strict)
+    config = json.loads((strict / "serving" / "serving.json").read_text())
+    config["unsure_threshold"] = 1.0
+    (strict / "serving" / "serving.json").write_text(json.dumps(config))
+    monkeypatch.setenv(ENV_MODELS, str(strict))
+    data = letter_png("h", seed=8)
+    best = Predictor.from_directory(strict / "serving").predict(data)[0]
+    at = start("views/classify.py")
+    upload(at, ("h.png", data, "image/png"))
+    assert [m.value for m in at.metric if m.label == "Predicted letter"] == ["?"]
+    assert f"Not sure this is a single letter: best guess {best[0]} at {best[1]:.1%}." \
+        in texts(at)
+    assert list(at.dataframe[0].value["unsure"]) == [True]
+
+
 # --------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------
@@ -265,7 +286,7 @@ def write_results(metrics: Path, plots: Path) -> None:
         "lenet5": {"untuned": FIGURES, "tuned": {**FIGURES, "accuracy": 0.86}},
         "ensemble": {**FIGURES, "accuracy": 0.9, "members": 1}}))
     (metrics / "comparison.md").write_text(
-        "# Model comparison on the held-out test split\n\nBest model by macro F1: "
+        "# Model comparison on the held-out test split\n\nThe champion, served by `export`: "
         "**ensemble**.\n")
     (plots / "history").mkdir(parents=True)
     (plots / "history" / "lenet5-tuned.csv").write_text(

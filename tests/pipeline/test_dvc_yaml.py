@@ -89,7 +89,10 @@ def test_every_param_read_is_declared(name):
     read |= {f"evaluate.{key}" for key in evaluate_keys}
     if source.count("params.evaluate") > len(evaluate_keys):
         read.add("evaluate")
-    if "params.export" in source:
+    # `params.export.key` reads one key; any other use the whole section.
+    export_keys = re.findall(r"params\.export\.(\w+)", source)
+    read |= {f"export.{key}" for key in export_keys}
+    if source.count("params.export") > len(export_keys):
         read.add("export")
     if "params.preprocessing" in source:
         read |= {"base.image_size", "preprocess.margin", "preprocess.max_pixels"}

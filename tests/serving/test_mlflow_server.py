@@ -2,7 +2,7 @@
 
 A tiny LeNet-5 (trained for seconds on vertical "A" / horizontal "b" bars) is written as a
 serving folder, registered in a temporary SQLite store with alias ``champion``, and served by
-the ``mlflow`` command exactly as the README shows; requests go over HTTP.
+the ``mlflow`` command exactly as the README shows (two workers); requests go over HTTP.
 """
 
 from __future__ import annotations
@@ -75,12 +75,12 @@ def served(tmp_path_factory):
 
         tracking.configure(root=root)
         with mlflow.start_run():
-            register_champion(serving, name=NAME, champion="lenet5-tuned", score=0.9,
+            register_champion(serving, name=NAME, champion="lenet5-tuned", score=0.9, mflops=0.42,
                               example_image=png_bytes(bar(True, np.random.default_rng(0))))
     port = free_port()
     command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve",
                "-m", f"models:/{NAME}@{ALIAS}", "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(port)]
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
     log = (root / "server.log").open("w")
     # The scoring server runs `uvicorn` from PATH, as in an activated virtual environment.
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
@@ -129,6 +129,45 @@ def test_the_server_answers_with_labels_and_probabilities(served):
         assert answer["top_labels"] == [label for label, _ in expected]
         assert answer["probability"] == pytest.approx(expected[0][1], abs=1e-6)
         assert len(answer["top_probabilities"]) == 5
+        assert answer["unsure"] is False and answer["message"] == answer["label"]
+
+
+def test_concurrent_clients_all_get_their_answers(served):
+    import threading
+
+    base, _ = served
+    rng = np.random.default_rng(8)
+    bodies = {label: records(png_bytes(bar(label == "A", rng))) for label in ("A", "b")}
+    outcomes: list[tuple[str, int, str]] = []
+
+    def client(label: str) -> None:
+        for _ in range(10):
+            status, text = post(f"{base}/invocations", bodies[label])
+            outcomes.append((label, status, text))
+
+    threads = [threading.Thread(target=client, args=(label,)) for label in "AbAb"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 40
+    for label, status, text in outcomes:
+        assert status == 200, text
+        assert json.loads(text)["predictions"][0]["label"] == label
+
+
+def test_the_server_runs_on_uvloop_and_httptools():
+    # Without them uvicorn's worker processes (`--workers 2`) leave Nagle's algorithm on and
+    # every answer waits ~40 ms for a delayed ACK (benchmarks/serve_load.py: 78 requests/s).
+    from uvicorn.loops.auto import auto_loop_factory
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    loop = auto_loop_factory()()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
+    assert AutoHTTPProtocol.__module__.endswith("httptools_impl")
 
 
 def test_top_k_is_a_request_parameter(served):

@@ -1,5 +1,6 @@
-"""Evaluate stage on tiny models: every output in its format, the report names the best model,
-and the cross-dataset reader treats both polarities alike."""
+"""Evaluate stage on tiny models: every output in its format, the report and
+metrics/champion.json name the champion with its "not sure" threshold, and the cross-dataset
+reader treats both polarities alike."""
 
 from __future__ import annotations
 
@@ -63,8 +64,9 @@ def tiny_project(tmp_path, emnist_dir, monkeypatch):
                               crossdata=[str(small_copy(emnist_dir, tmp_path / "emnist"))])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
     rng = np.random.default_rng(0)
-    save_arrays(tmp_path / "split" / "test", labels=np.arange(52),
-                images=rng.integers(0, 256, size=(52, 32, 32), dtype=np.uint8))
+    for subset in ("val", "test"):
+        save_arrays(tmp_path / "split" / subset, labels=np.arange(52),
+                    images=rng.integers(0, 256, size=(52, 32, 32), dtype=np.uint8))
     keras.utils.set_random_seed(0)
     for arch, hparams in (("lenet5", {}), ("gru", {"units": 8})):
         for variant in ("untuned", "tuned"):
@@ -83,7 +85,7 @@ def test_evaluate_writes_every_output(tiny_project):
                            root / "metrics" / "train", root / "out" / "evaluate.json",
                            root / "out" / "crossdata.json", root / "out" / "comparison.md",
                            root / "out" / "per_class", root / "out" / "confused.csv",
-                           root / "plots")
+                           root / "plots", root / "out" / "champion.json")
     written = json.loads((root / "out" / "evaluate.json").read_text())
     assert written == results
     assert set(written) == {"lenet5", "gru", "ensemble"}
@@ -101,7 +103,16 @@ def test_evaluate_writes_every_output(tiny_project):
     assert {r["actual"] for r in rows} == set(labels.CLASSES)
     assert len((root / "out" / "per_class" / "ensemble.csv").read_text().splitlines()) == 53
     report = (root / "out" / "comparison.md").read_text()
-    assert "Best model by macro F1: **" in report and "| ensemble" in report
+    decision = json.loads((root / "out" / "champion.json").read_text())
+    assert set(decision["candidates"]) == {"lenet5-tuned", "gru-tuned", "ensemble"}
+    assert decision["champion"] in decision["candidates"]
+    assert f"The champion, served by `export`: **{decision['champion']}**" in report
+    assert "| ensemble" in report and report.count("**champion**") == 2  # test and crossdata
+    unsure = decision["unsure"]
+    assert 0.0 <= unsure["threshold"] <= 1.0 and unsure["keep_correct"] == 0.95
+    assert set(unsure) == {"threshold", "keep_correct", "val", "test", "emnist"}
+    assert set(unsure["emnist"]) == {"unsure_share", "accuracy_answered", "accuracy_all"}
+    assert "not sure this is a single letter" in report
     assert "95 % bootstrap interval" in report and "accuracy (95 % CI)" in report
     assert "Cross-dataset: emnist" in report
     crossdata = json.loads((root / "out" / "crossdata.json").read_text())
@@ -124,7 +135,7 @@ def test_evaluate_runs_and_says_so_without_external_datasets(tiny_project, capsy
     shutil.rmtree(root / "emnist")
     evaluate.run(load_params(root / "params.yaml"), root / "split", root / "models",
                  root / "metrics" / "train", root / "e.json", root / "c.json", root / "r.md",
-                 root / "pc", root / "cp.csv", root / "plots")
+                 root / "pc", root / "cp.csv", root / "plots", root / "ch.json")
     assert json.loads((root / "c.json").read_text()) == {"datasets": 0}
     assert "cross-dataset evaluation skipped" in capsys.readouterr().out
 
@@ -135,4 +146,5 @@ def test_a_missing_model_is_a_clear_error(tiny_project):
     with pytest.raises(SystemExit, match="gru/tuned.keras is missing; run `dvc repro`"):
         evaluate.run(load_params(root / "params.yaml"), root / "split", root / "models",
                      root / "metrics" / "train", root / "e.json", root / "c.json",
-                     root / "r.md", root / "pc", root / "cp.csv", root / "plots")
+                     root / "r.md", root / "pc", root / "cp.csv", root / "plots",
+                     root / "ch.json")

@@ -50,7 +50,7 @@ def test_missing_file_says_where_to_run(tmp_path):
 
 def test_sections_a_stage_does_not_need_may_be_absent(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("base: {seed: 1, image_size: 32}\npreprocess: {margin: 0.1, max_pixels: 100}\n")
+    path.write_text("base: {seed: 1, image_size: 32, deterministic: true}\npreprocess: {margin: 0.1, max_pixels: 100}\n")
     params = load_params(path)
     assert params.raw is None and params.base.seed == 1
 

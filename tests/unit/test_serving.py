@@ -8,6 +8,7 @@ to tell vertical bars ("A") from horizontal bars ("b"), so that its outputs are 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -272,7 +273,7 @@ def test_serving_dir_round_trip(serving_dir, keras_predictor, letter_files):
     assert {"model.onnx", "model.int8.onnx", "model.keras", "serving.json"} <= names
     config = json.loads((serving_dir / "serving.json").read_text())
     assert config == {"image_size": SIZE, "margin": 0.1, "max_pixels": 1_000_000,
-                      "labels": list(labels.CLASSES)}
+                      "labels": list(labels.CLASSES), "unsure_threshold": 0.0}
 
     predictor = Predictor.from_directory(serving_dir)
     assert predictor.backend_name == "onnx"
@@ -383,6 +384,40 @@ def test_cli_unlabelled_files_and_a_symlink_loop(serving_dir, letter_files, tmp_
     assert out.splitlines()[0].startswith(f"{loose}\tA ")
     assert f"error: {loop}: cannot be read" in err and "symbolic links" in err
     assert "Traceback" not in err and "accuracy against the folder labels" not in err
+
+
+def _with_threshold(serving_dir: Path, folder: Path, threshold) -> Path:
+    shutil.copytree(serving_dir, folder)
+    config = json.loads((folder / "serving.json").read_text())
+    config["unsure_threshold"] = threshold
+    (folder / "serving.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_answers_below_the_served_threshold_are_not_sure(serving_dir, letter_files, tmp_path,
+                                                         capsys):
+    # A threshold of 1.0 makes every answer "not sure": the line says so, the JSON says so,
+    # and stderr counts them; the letters and probabilities are still given.
+    strict = _with_threshold(serving_dir, tmp_path / "strict", 1.0)
+    predictor = Predictor.from_directory(strict)
+    assert predictor.unsure_threshold == 1.0
+    assert predictor.is_unsure(predictor.predict(letter_files["a1"]))
+    assert not Predictor.from_directory(serving_dir).is_unsure(
+        Predictor.from_directory(serving_dir).predict(letter_files["a1"]))
+    status, out, err = run_cli(capsys, letter_files["a1"], "--model", strict, "--top-k", "1")
+    assert status == 0
+    assert out.splitlines()[0].split("\t")[1].startswith("A ")
+    assert out.splitlines()[0].endswith("\t(not sure this is a single letter)")
+    assert "1 of 1 answers are below the model's confidence threshold (1.000)" in err
+    status, out, _ = run_cli(capsys, letter_files["a1"], "--model", strict, "--json")
+    assert json.loads(out)[0]["unsure"] is True
+
+
+def test_a_bad_threshold_in_the_serving_folder_is_named(serving_dir, tmp_path):
+    for threshold, name in ((1.5, "high"), ("high", "text")):
+        folder = _with_threshold(serving_dir, tmp_path / name, threshold)
+        with pytest.raises(ValueError, match="unsure_threshold|serving.json"):
+            Predictor.from_directory(folder)
 
 
 def test_cli_model_names_and_the_default(trained, serving_dir, letter_files, tmp_path, capsys):

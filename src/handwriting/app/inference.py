@@ -42,6 +42,7 @@ class Outcome:
     model: str
     top: Prediction            # the TOP_K (letter, probability) pairs, most likely first
     model_input: np.ndarray    # the preprocessed (S, S) image the model saw, ink = 1
+    unsure: bool = False       # below the model's "not sure" threshold (the served champion's)
 
     @property
     def letter(self) -> str:
@@ -86,7 +87,8 @@ def predict(predictor: Predictor, image: InputImage, model: str) -> Outcome:
     """One model's top letters for one image (raises ImageError for an unusable image)."""
     model_input = predictor.preprocess(image.data, name=image.name)
     probabilities = predictor.probabilities(model_input[None])[0]
-    return Outcome(model, predictor.top(probabilities, TOP_K), model_input)
+    top = predictor.top(probabilities, TOP_K)
+    return Outcome(model, top, model_input, unsure=predictor.is_unsure(top))
 
 
 def predict_ensemble(members: Sequence[Predictor], weights: Sequence[float],
@@ -104,13 +106,13 @@ def predict_ensemble(members: Sequence[Predictor], weights: Sequence[float],
     return Outcome(model, members[0].top(probabilities, TOP_K), inputs[0])
 
 
-RESULT_COLUMNS = ("image", "model", "predicted", "confidence", "top5")
+RESULT_COLUMNS = ("image", "model", "predicted", "confidence", "unsure", "top5")
 
 
 def result_row(image: InputImage, outcome: Outcome) -> dict[str, str | float]:
     """A row of the results table."""
     return {"image": image.name, "model": outcome.model, "predicted": outcome.letter,
-            "confidence": round(outcome.confidence, 4),
+            "confidence": round(outcome.confidence, 4), "unsure": outcome.unsure,
             "top5": " ".join(f"{letter}:{p:.3f}" for letter, p in outcome.top)}
 
 

@@ -42,6 +42,19 @@ def make_dataset(images: np.ndarray, class_ids: np.ndarray, batch_size: int, *,
         .prefetch(tf.data.AUTOTUNE)
 
 
+def make_reproducible(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and TensorFlow with ``seed``; with ``deterministic``, also switch on
+    TensorFlow's op determinism, so that the same data, settings and seed train bit-identical
+    weights in every process (at some cost in speed: README, "Reproducibility"). Call it before
+    building a model."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 def make_optimizer(name: str, learning_rate: float):
     """Adam, SGD with momentum 0.9, or RMSprop."""
     import keras

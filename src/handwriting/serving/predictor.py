@@ -47,6 +47,8 @@ VARIANT_FILES = {"onnx": ONNX_FILE, "int8": INT8_FILE, "keras": KERAS_FILE}
 _FIX = "run `dvc repro` to train and export the models, or pass --model with an existing model"
 
 Prediction = list[tuple[str, float]]
+# What the CLI, the REST endpoint and the app say when Predictor.is_unsure is true.
+UNSURE_MESSAGE = "not sure this is a single letter"
 
 
 def _have_onnxruntime() -> bool:
@@ -109,6 +111,9 @@ class Predictor:
             single-image latency and lets requests run side by side; raise it for big batches.
             (The Keras fallback uses TensorFlow's process-wide thread pools instead.)
         class_labels: the label of each output (default: A-Z then a-z).
+        unsure_threshold: below this top-1 probability an answer is "not sure"
+            (:meth:`is_unsure`; 0, the default: never). A serving folder stores the
+            threshold chosen on the validation split.
 
     Raises:
         FileNotFoundError: the model file is missing (the message says to run ``dvc repro``).
@@ -117,7 +122,7 @@ class Predictor:
 
     def __init__(self, model_path: str | os.PathLike, settings: PreprocessSettings | None = None,
                  *, intra_op_threads: int = 1,
-                 class_labels: Sequence[str] = labels.CLASSES):
+                 class_labels: Sequence[str] = labels.CLASSES, unsure_threshold: float = 0.0):
         path = Path(model_path)
         if not path.is_file():
             raise _missing(path, "model file")
@@ -138,6 +143,10 @@ class Predictor:
                 f"preprocessing settings say image_size={self.settings.image_size}; use the "
                 "params.yaml the model was trained with, or a serving folder")
         self.labels = tuple(class_labels)
+        if not 0.0 <= unsure_threshold <= 1.0:
+            raise ValueError(f"unsure_threshold must be a probability in [0, 1]; got "
+                             f"{unsure_threshold!r}")
+        self.unsure_threshold = float(unsure_threshold)
         if len(self.labels) != self._backend.num_outputs:
             raise ValueError(f"{path}: the model has {self._backend.num_outputs} outputs but "
                              f"{len(self.labels)} labels were given")
@@ -171,6 +180,7 @@ class Predictor:
                                           margin=float(config["margin"]),
                                           max_pixels=int(config["max_pixels"]))
             class_labels = tuple(config["labels"])
+            threshold = float(config.get("unsure_threshold", 0.0))  # older folders: never
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{config_path}: not a valid serving configuration "
                              f"({type(error).__name__}: {error}); write the folder again "
@@ -182,7 +192,7 @@ class Predictor:
         if not model_path.is_file():
             raise _missing(directory / VARIANT_FILES[variant], "model file")
         return cls(model_path, settings, intra_op_threads=intra_op_threads,
-                   class_labels=class_labels)
+                   class_labels=class_labels, unsure_threshold=threshold)
 
     # ---------------------------------------------------------------------------------------
 
@@ -207,6 +217,11 @@ class Predictor:
         row = np.asarray(probabilities, dtype=np.float32).reshape(-1)
         order = np.argsort(-row, kind="stable")[:top_k]
         return [(self.labels[index], float(row[index])) for index in order]
+
+    def is_unsure(self, prediction: Prediction) -> bool:
+        """Whether an answer's top-1 probability is below the "not sure" threshold: the image
+        is probably not a single letter the model can read (say :data:`UNSURE_MESSAGE`)."""
+        return bool(prediction) and prediction[0][1] < self.unsure_threshold
 
     def preprocess(self, source: Source, *, name: str | None = None) -> np.ndarray:
         """The shared preprocessing with this model's settings; raises ImageError."""
@@ -245,14 +260,16 @@ class Predictor:
 def write_serving_dir(directory: str | os.PathLike, model_path_or_keras_model: Any,
                       settings: PreprocessSettings | None = None, *,
                       calibration_images: np.ndarray | None = None,
-                      description: dict[str, Any] | None = None) -> Path:
+                      description: dict[str, Any] | None = None,
+                      unsure_threshold: float = 0.0) -> Path:
     """Write a self-contained serving folder for :meth:`Predictor.from_directory`.
 
     Writes ``model.keras`` (a copy of the Keras model: the fallback), ``model.onnx``,
     ``model.int8.onnx`` (see :func:`~handwriting.serving.onnx_export.quantize_int8`; pass
     ``calibration_images`` to let it consider static quantisation) and ``serving.json`` with
     the preprocessing settings, the labels and ``description`` (under ``"model"``: what the
-    model is, e.g. its name and validation score). Returns the folder.
+    model is, e.g. its name and validation score) and ``unsure_threshold`` (see
+    :class:`Predictor`). Returns the folder.
     """
     directory = Path(directory)
     source = model_path_or_keras_model
@@ -277,7 +294,8 @@ def write_serving_dir(directory: str | os.PathLike, model_path_or_keras_model: A
     onnx_path = export_onnx(model, directory / ONNX_FILE)
     quantize_int8(onnx_path, directory / INT8_FILE, calibration_images)
     config = {"image_size": settings.image_size, "margin": settings.margin,
-              "max_pixels": settings.max_pixels, "labels": list(labels.CLASSES)}
+              "max_pixels": settings.max_pixels, "labels": list(labels.CLASSES),
+              "unsure_threshold": float(unsure_threshold)}
     if description:
         config["model"] = description
     (directory / SERVING_JSON).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

@@ -10,13 +10,15 @@ A request holds base64-encoded image files (PNG, JPEG, BMP, TIFF or WebP) in a c
 
     {"dataframe_records": [{"image": "<base64 of letter.png>"}], "params": {"top_k": 3}}
 
-and the answer holds, per image, the predicted ``label``, its ``probability`` and the top-k
-``top_labels`` / ``top_probabilities``. An image that cannot be used fails the whole request
+and the answer holds, per image, the predicted ``label``, its ``probability``, the top-k
+``top_labels`` / ``top_probabilities``, and ``unsure``: true when the probability is below the
+serving folder's "not sure" threshold (the image is probably not a single letter the model can
+read; show ``message`` rather than the label). An image that cannot be used fails the whole request
 with HTTP 400 and a message naming the row and the problem.
 
 :func:`register_champion` logs the model in an MLflow run, registers it as a new version and
-moves the ``champion`` alias to it only when its validation F1 is at least the current
-champion's (or the current champion is slower than the latency budget now in force).
+moves the ``champion`` alias to it by the rule of
+:func:`handwriting.evaluation.champion.should_move_alias`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 
 ALIAS = "champion"
 IMAGE_COLUMN = "image"
+OUTPUT_COLUMNS = ("label", "probability", "top_labels", "top_probabilities", "unsure", "message")
 SERVING_ARTIFACT = "serving"
 # A request is refused beyond these: they keep one request from holding the server for long.
 MAX_IMAGES_PER_REQUEST = 256
@@ -40,6 +43,7 @@ MAX_IMAGE_BYTES = 10 * 2**20
 MAX_TOP_K = 52
 # The tags on each registered version that the alias decision compares.
 SCORE_TAG = "val_f1_macro"
+MFLOPS_TAG = "mflops"
 LATENCY_TAG = "latency_p50_ms"
 
 
@@ -98,13 +102,15 @@ class LetterClassifier(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         """A DataFrame with column ``image`` (base64 text or bytes of image files) -> a
-        DataFrame with ``label``, ``probability``, ``top_labels``, ``top_probabilities``.
+        DataFrame with ``label``, ``probability``, ``top_labels``, ``top_probabilities``,
+        ``unsure`` and ``message`` (the label, or the "not sure" message).
 
         Raises MlflowException (HTTP 400 when served) naming the row of an unusable image.
         """
         import pandas as pd
 
         from handwriting.imaging import ImageError
+        from handwriting.serving.predictor import UNSURE_MESSAGE
 
         top_k = _top_k(params)
         if not isinstance(model_input, pd.DataFrame) or IMAGE_COLUMN not in model_input:
@@ -126,11 +132,12 @@ class LetterClassifier(mlflow.pyfunc.PythonModel):
         rows = []
         for row in probabilities:
             top = self.predictor.top(row, top_k)
+            unsure = self.predictor.is_unsure(top)
             rows.append({"label": top[0][0], "probability": top[0][1],
                          "top_labels": [label for label, _ in top],
-                         "top_probabilities": [probability for _, probability in top]})
-        return pd.DataFrame(rows, columns=["label", "probability", "top_labels",
-                                           "top_probabilities"])
+                         "top_probabilities": [probability for _, probability in top],
+                         "unsure": unsure, "message": UNSURE_MESSAGE if unsure else top[0][0]})
+        return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
 
 
 def signature():
@@ -143,7 +150,9 @@ def signature():
         outputs=Schema([ColSpec(DataType.string, "label"),
                         ColSpec(DataType.double, "probability"),
                         ColSpec(Array(DataType.string), "top_labels"),
-                        ColSpec(Array(DataType.double), "top_probabilities")]),
+                        ColSpec(Array(DataType.double), "top_probabilities"),
+                        ColSpec(DataType.boolean, "unsure"),
+                        ColSpec(DataType.string, "message")]),
         params=ParamSchema([ParamSpec("top_k", DataType.long, 5)]),
     )
 
@@ -173,7 +182,7 @@ class Registration:
     alias_moved: bool
     previous_version: str | None
     previous_score: float | None
-    previous_latency_ms: float | None
+    previous_mflops: float | None
 
 
 def _current_champion(client, name: str) -> tuple[str | None, float | None, float | None]:
@@ -183,37 +192,28 @@ def _current_champion(client, name: str) -> tuple[str | None, float | None, floa
         current = client.get_model_version_by_alias(name, ALIAS)
     except MlflowException:
         return None, None, None  # no registered model or no alias yet
-    score, latency = current.tags.get(SCORE_TAG), current.tags.get(LATENCY_TAG)
+    score, mflops = current.tags.get(SCORE_TAG), current.tags.get(MFLOPS_TAG)
     return (str(current.version), float(score) if score is not None else None,
-            float(latency) if latency is not None else None)
-
-
-def should_move_alias(score: float, previous_score: float | None,
-                      previous_latency_ms: float | None, budget_ms: float = 0.0) -> bool:
-    """Whether a new model with validation F1 ``score`` replaces the current champion: when
-    there is none (or it has no score), when the current one is slower than the latency
-    budget (``budget_ms`` > 0) now in force, or when the new one is at least as good."""
-    if previous_score is None:
-        return True
-    if budget_ms and previous_latency_ms is not None and previous_latency_ms > budget_ms:
-        return True
-    return score >= previous_score
+            float(mflops) if mflops is not None else None)
 
 
 def register_champion(serving_dir: str | os.PathLike, *, name: str, champion: str,
-                      score: float, example_image: bytes, latency_ms: float | None = None,
-                      budget_ms: float = 0.0,
+                      score: float, example_image: bytes, mflops: float,
+                      budget_mflops: float = 0.0, latency_ms: float | None = None,
                       tags: dict[str, str] | None = None) -> Registration:
     """Log the serving folder as a pyfunc model in the active MLflow run, register it under
     ``name`` and point alias ``champion`` at it when :func:`should_move_alias` says so.
 
-    ``score``: validation macro F1; ``latency_ms``: end-to-end p50 latency of one image;
-    ``budget_ms``: the latency budget in force (0: none). ``example_image``: the bytes of one
-    image file, the model's input example. The version is tagged with ``champion`` (the
-    model's name in the pipeline), the score, the latency and ``tags``.
+    ``score``: validation macro F1; ``mflops``: million multiply-adds per image;
+    ``budget_mflops``: the compute budget in force (0: none); ``latency_ms``: end-to-end p50
+    latency of one image (a reported figure). ``example_image``: the bytes of one image file,
+    the model's input example. The version is tagged with ``champion`` (the model's name in
+    the pipeline), the score, the cost, the latency and ``tags``.
     """
     import pandas as pd
     from mlflow import MlflowClient
+
+    from handwriting.evaluation.champion import should_move_alias
 
     serving_dir = Path(serving_dir)
     if not (serving_dir / "serving.json").is_file():
@@ -227,15 +227,16 @@ def register_champion(serving_dir: str | os.PathLike, *, name: str, champion: st
         registered_model_name=name)
     version = str(info.registered_model_version)
     client = MlflowClient()
-    previous_version, previous_score, previous_latency = _current_champion(client, name)
-    version_tags = {"champion": champion, SCORE_TAG: f"{score:.6f}", **(tags or {})}
+    previous_version, previous_score, previous_mflops = _current_champion(client, name)
+    version_tags = {"champion": champion, SCORE_TAG: f"{score:.6f}",
+                    MFLOPS_TAG: f"{mflops:.3f}", **(tags or {})}
     if latency_ms is not None:
         version_tags[LATENCY_TAG] = f"{latency_ms:.4f}"
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
-    moved = should_move_alias(score, previous_score, previous_latency, budget_ms)
+    moved = should_move_alias(score, previous_score, previous_mflops, budget_mflops)
     if moved:
         client.set_registered_model_alias(name, ALIAS, version)
     return Registration(name=name, version=version, alias_moved=moved,
                         previous_version=previous_version, previous_score=previous_score,
-                        previous_latency_ms=previous_latency)
+                        previous_mflops=previous_mflops)

@@ -8,6 +8,10 @@ the fast path. Writes the figures as DVC metrics, per-class reports, confusion r
 curves, a comparison bar chart and table, explanation grids (Grad-CAM or saliency), galleries
 of confident mistakes, the most confused pairs, and a cross-dataset evaluation on the external
 datasets listed in ``evaluate.crossdata``; everything is also logged to an MLflow run.
+
+It also names the champion, the model export serves, by the one rule of
+:mod:`handwriting.evaluation.champion` (validation F1 within the compute budget), and writes
+the choice with every candidate's figures to ``metrics/champion.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 
 from handwriting import labels
 from handwriting.datasets import load_arrays, write_csv, write_json
+from handwriting.evaluation import champion as champion_policy
 from handwriting.evaluation.ensemble import ensemble_weights
 from handwriting.evaluation.metrics import (bootstrap_intervals, classification_metrics,
                                             confused_pairs, hard_vote,
@@ -89,7 +94,7 @@ def explanation_rows(y_true: np.ndarray, predicted: np.ndarray, seed: int,
     return np.array(sorted(right + wrong), dtype=np.int64)
 
 
-def _report_table(rows: list[tuple[str, str, dict[str, Any]]], best: str) -> str:
+def _report_table(rows: list[tuple[str, str, dict[str, Any]]], champion: str) -> str:
     """The seed's comparison table (model, variant, precision, recall, F1, ROC-AUC), extended."""
     lines = ["| model | variant | precision | recall | F1 (95 % CI) | ROC-AUC | "
              "accuracy (95 % CI) | case-insensitive accuracy | merged-37 accuracy | top-5 | "
@@ -98,7 +103,7 @@ def _report_table(rows: list[tuple[str, str, dict[str, Any]]], best: str) -> str
     for key, variant, m in rows:
         name = key.rsplit("-", 1)[0] if key != "ensemble" else key
         flags = " (pretrained: false)" if "vgg" in name and not m["pretrained"] else ""
-        flags += " **best**" if key == best else ""
+        flags += " **champion**" if key == champion else ""
         lines.append(
             f"| {name}{flags} | {variant} | {m['precision_macro']:.3f} | "
             f"{m['recall_macro']:.3f} | {m['f1_macro']:.3f} "
@@ -110,9 +115,51 @@ def _report_table(rows: list[tuple[str, str, dict[str, Any]]], best: str) -> str
     return "\n".join(lines) + "\n"
 
 
+def _unsure_section(unsure: dict[str, Any]) -> str:
+    """The report's lines on the champion's "not sure" threshold and what it does."""
+    rows = "".join(f"| {name} | {e['unsure_share']:.3f} | {e['accuracy_answered']:.3f} | "
+                   f"{e['accuracy_all']:.3f} |\n"
+                   for name, e in unsure.items() if isinstance(e, dict))
+    return (f"\n## The champion's \"not sure\" answers\n\nBelow a top-1 probability of "
+            f"{unsure['threshold']:.3f} (it keeps {unsure['keep_correct']:.0%} of the correct "
+            "validation answers, `export.unsure_keep_correct`) the served champion answers "
+            "\"not sure this is a single letter\".\n\n"
+            "| images | share unsure | accuracy of the answers given | accuracy without the "
+            "threshold |\n|---|---|---|---|\n" + rows)
+
+
+def choose_champion(params: Params, split_dir: Path, models: dict[str, Any],
+                    predictors: dict[str, Any], weights: list[float] | None) -> dict[str, Any]:
+    """Score the champion candidates (the tuned models and, with a soft vote, their ensemble)
+    on the validation split, choose by :func:`handwriting.evaluation.champion.choose` and set
+    its "not sure" threshold; returns what metrics/champion.json holds."""
+    from handwriting.models.cost import mega_multiply_adds
+
+    val = load_arrays(split_dir / "val", "images", "labels")
+    tuned = [f"{arch}-tuned" for arch in params.train["architectures"]]
+    probabilities = {key: predict_all(predictors[key], val["images"]) for key in tuned}
+    mflops = {key: mega_multiply_adds(models[key]) for key in tuned}
+    if (params.evaluate or {}).get("ensemble", "soft") == "soft":
+        probabilities[champion_policy.ENSEMBLE] = soft_vote(
+            [probabilities[key] for key in tuned], weights)
+        mflops[champion_policy.ENSEMBLE] = round(sum(mflops[key] for key in tuned), 3)
+    candidates = {key: champion_policy.Candidate(
+        val_f1_macro=classification_metrics(val["labels"], probs)["f1_macro"],
+        mflops=mflops[key]) for key, probs in probabilities.items()}
+    choice = champion_policy.choose(candidates, params.export.compute_budget_mflops)
+    print(f"evaluate: champion: {choice.describe(candidates)}", flush=True)
+    keep = params.export.unsure_keep_correct
+    threshold = champion_policy.unsure_threshold(val["labels"], probabilities[choice.champion],
+                                                 keep)
+    unsure = {"threshold": threshold, "keep_correct": keep,
+              "val": champion_policy.unsure_effect(val["labels"],
+                                                   probabilities[choice.champion], threshold)}
+    return {**choice.as_dict(candidates), "unsure": unsure}
+
+
 def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Path,
         metrics_path: Path, crossdata_path: Path, report_path: Path, per_class_dir: Path,
-        confused_path: Path, plots_dir: Path) -> dict[str, Any]:
+        confused_path: Path, plots_dir: Path, champion_path: Path) -> dict[str, Any]:
     """Evaluate every model and the ensemble; write every output; returns evaluate.json."""
     import keras
     import mlflow
@@ -184,9 +231,10 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     results["ensemble"] = ensemble
     print(f"evaluate: ensemble: accuracy {ensemble['accuracy']:.3f}", flush=True)
 
-    scores = {key: (results[key.rsplit("-", 1)[0]][key.rsplit("-", 1)[1]]
-                    if key != "ensemble" else ensemble)["f1_macro"] for key in probabilities}
-    best = max(scores, key=lambda k: (scores[k], k == "ensemble"))
+    decision = choose_champion(params, split_dir, models, predictors, weights)
+    champion, threshold = decision["champion"], decision["unsure"]["threshold"]
+    decision["unsure"]["test"] = champion_policy.unsure_effect(y_true, probabilities[champion],
+                                                               threshold)
     write_json(metrics_path, results)
 
     pairs_rows = []
@@ -229,7 +277,9 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
               f"{len(y_true)} test images (originals only, never augmented); F1 and accuracy "
               "with their 95 % bootstrap interval (1,000 resamples of the test images): "
               "differences inside the intervals are not differences. "
-              f"Best model by macro F1: **{best}**.\n\n" + _report_table(table_rows, best))
+              f"The champion, served by `export`: **{champion}** (the best validation macro F1 "
+              "within `export.compute_budget_mflops`; `metrics/champion.json`).\n\n" +
+              _report_table(table_rows, champion))
     if not all(pretrained.values()):
         report += ("\nVGG rows marked `pretrained: false` started from random weights (the "
                    "ImageNet weights could not be loaded): they are not transfer-learning "
@@ -248,6 +298,8 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         member_probs = {key: predict_all(predictors[key], x) for key in tuned}
         member_probs["ensemble"] = vote(list(member_probs.values()))
         crossdata[name] = {"images": len(x), "skipped": len(skipped)}
+        decision["unsure"][name] = champion_policy.unsure_effect(y, member_probs[champion],
+                                                                 threshold)
         for key, probs in member_probs.items():
             m = classification_metrics(y, probs)
             crossdata[name][key] = {k: m[k] for k in ("accuracy", "case_insensitive_accuracy",
@@ -256,11 +308,10 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         write_csv(plots_dir / "crossdata" / f"{name}.csv", ["actual", "predicted"],
                   [(labels.char_of(a), labels.char_of(p))
                    for a, p in zip(y, member_probs["ensemble"].argmax(axis=1))])
-        best_cross = max(member_probs, key=lambda k: crossdata[name][k]["accuracy"])
         report += (f"\n## Cross-dataset: {name} ({len(x)} images)\n\n"
                    "| model | accuracy | case-insensitive accuracy | merged-37 accuracy | "
                    "macro F1 | top-5 |\n|---|---|---|---|---|---|\n" +
-                   "".join(f"| {k}{' **best**' if k == best_cross else ''} | "
+                   "".join(f"| {k}{' **champion**' if k == champion else ''} | "
                            f"{v['accuracy']:.3f} | {v['case_insensitive_accuracy']:.3f} | "
                            f"{v['merged37_accuracy']:.3f} | "
                            f"{v['f1_macro']:.3f} | {v['top5_accuracy']:.3f} |\n"
@@ -269,6 +320,8 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         print("evaluate: no external dataset found in evaluate.crossdata; cross-dataset "
               "evaluation skipped", flush=True)
     write_json(crossdata_path, {"datasets": len(crossdata), **crossdata})
+    write_json(champion_path, decision)
+    report += _unsure_section(decision["unsure"])
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(report, encoding="utf-8")
 
@@ -277,7 +330,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         mlflow.set_tags({**tracking.run_tags(stage="evaluate", architecture="all",
                                              variant="evaluate",
                                              pretrained=all(pretrained.values())),
-                         "best_model": best})
+                         "champion": champion})
         flat = {f"{key}.{name}": value for key, figures in
                 [(f"{a}-{v}", results[a][v]) for a in archs for v in VARIANTS] +
                 [("ensemble", ensemble)] for name, value in figures.items()}
@@ -287,8 +340,9 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         mlflow.log_artifact(str(report_path))
         mlflow.log_artifact(str(metrics_path))
         mlflow.log_artifact(str(crossdata_path))
+        mlflow.log_artifact(str(champion_path))
         mlflow.log_artifacts(str(plots_dir), "plots")
-    print(f"evaluate: best model by macro F1: {best}; report in {report_path}")
+    print(f"evaluate: champion {champion}; report in {report_path}")
     return results
 
 
@@ -307,9 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=Path, required=True, help="per-class CSV folder")
     parser.add_argument("--confused", type=Path, required=True, help="confused pairs CSV")
     parser.add_argument("--plots", type=Path, required=True, help="plots folder to write")
+    parser.add_argument("--champion", type=Path, required=True,
+                        help="champion.json to write (the choice and every candidate)")
     args = parser.parse_args(argv)
     run(load_params(args.params), args.split, args.models, args.train_metrics, args.metrics,
-        args.crossdata, args.report, args.per_class, args.confused, args.plots)
+        args.crossdata, args.report, args.per_class, args.confused, args.plots, args.champion)
     return 0
 
 

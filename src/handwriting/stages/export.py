@@ -1,25 +1,28 @@
 """Stage export: the champion's serving folder, ONNX exports of every tuned model, serving
 figures, and the champion in the MLflow model registry.
 
-* The champion is the tuned model (or the soft-vote ensemble of the tuned models) with the
-  best macro F1 on the **validation** split among those that answer one image end to end
-  within ``export.latency_budget_ms`` (0: no limit); the test split stays for the figures
-  below. A tie goes to a single model (faster than the ensemble).
+* The champion is the one evaluate named in ``metrics/champion.json`` by the rule of
+  :mod:`handwriting.evaluation.champion` (the best validation macro F1 within
+  ``export.compute_budget_mflops``, counted from the model graph, so the choice never depends
+  on the machine's load), with its "not sure" threshold.
 * ``models/onnx/<arch>-tuned.onnx`` and ``.int8.onnx`` for every tuned model, and
   ``ensemble.onnx``, each checked against its Keras model on the test split (top-1
   agreement, largest probability gap) and timed end to end.
 * ``models/serving/``: the champion's ONNX, int8 ONNX and Keras files with its preprocessing
-  settings and labels (:func:`handwriting.serving.predictor.write_serving_dir`).
+  settings, labels and "not sure" threshold
+  (:func:`handwriting.serving.predictor.write_serving_dir`).
 * ``metrics/serving.json``: agreement, test accuracy of each variant, file sizes, single-image
-  latency end to end (PNG bytes -> top-5, one thread; p50 and p99) and batched throughput.
+  latency end to end (PNG bytes -> top-5, one thread; p50 and p99; reported, never used to
+  choose) and batched throughput.
 * The MLflow registry: a new version of ``export.registered_model`` (a pyfunc model carrying
   the serving folder); the ``champion`` alias moves to it only when its validation F1 is at
-  least the current champion's.
+  least the current champion's (:func:`handwriting.evaluation.champion.should_move_alias`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -29,32 +32,15 @@ from typing import Any
 import numpy as np
 
 from handwriting.datasets import load_arrays, write_json
+from handwriting.evaluation.champion import ENSEMBLE
 from handwriting.params import Params, load_params
 
-ENSEMBLE = "ensemble"
 # Side of the dark-on-white PNGs the latency figure decodes: a typical small upload, so the
 # figure includes real decoding and cropping work, not only the model.
 LATENCY_IMAGE_SIDE = 128
 WARM_UP_CALLS = 20
 THROUGHPUT_SECONDS = 1.5
 CALIBRATION_IMAGES = 512
-
-
-def pick_champion(scores: dict[str, float]) -> str:
-    """The key with the best score; on a tie a single model beats the ensemble, then the
-    alphabetically first name wins (a stable choice)."""
-    if not scores:
-        raise ValueError("no candidate models to choose a champion from")
-    return min(scores, key=lambda key: (-scores[key], key == ENSEMBLE, key))
-
-
-def choose_champion(scores: dict[str, float], latencies: dict[str, float], budget_ms: float
-                    ) -> tuple[str, set[str]]:
-    """The champion among the models whose end-to-end p50 latency is within ``budget_ms``
-    (0: no limit; when none is, among all), and the set of models that were eligible."""
-    eligible = {key for key in scores if budget_ms == 0 or latencies[key] <= budget_ms}
-    eligible = eligible or set(scores)
-    return pick_champion({key: scores[key] for key in eligible}), eligible
 
 
 def latency_pngs(images: np.ndarray, count: int) -> list[bytes]:
@@ -105,22 +91,38 @@ def _size_mb(path: Path) -> float:
     return round(path.stat().st_size / 2**20, 3)
 
 
+def read_decision(path: Path, params: Params) -> dict[str, Any]:
+    """The champion decision evaluate wrote (metrics/champion.json), checked against the
+    models this pipeline exports."""
+    if not path.is_file():
+        raise SystemExit(f"export: {path} is missing; run `dvc repro evaluate` (it names the "
+                         "champion)")
+    try:
+        decision = json.loads(path.read_text(encoding="utf-8"))
+        candidates, champion = decision["candidates"], decision["champion"]
+        threshold = float(decision["unsure"]["threshold"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"export: {path} is not a champion decision ({error}); run `dvc repro "
+                         "-f evaluate` to write it again") from None
+    expected = {f"{arch}-tuned" for arch in params.train["architectures"]}
+    if champion not in candidates or not set(candidates) - {ENSEMBLE} <= expected \
+            or not 0.0 <= threshold <= 1.0:
+        raise SystemExit(f"export: {path} names models ({', '.join(sorted(candidates))}) "
+                         "that this params.yaml does not train, or a bad threshold; run `dvc "
+                         "repro evaluate`")
+    return decision
+
+
 def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Path,
-        serving_dir: Path, onnx_dir: Path, metrics_path: Path, *,
+        champion_path: Path, serving_dir: Path, onnx_dir: Path, metrics_path: Path, *,
         register: bool = True) -> dict[str, Any]:
-    """Choose the champion, export and measure it, export every tuned model, register the
+    """Export and measure the champion evaluate named, export every tuned model, register the
     champion; returns what metrics/serving.json holds."""
     import keras
 
     from handwriting.evaluation.ensemble import ensemble_weights
-    from handwriting.evaluation.metrics import classification_metrics, soft_vote
     from handwriting.serving.ensemble import build_soft_vote_ensemble
-    from handwriting.serving.onnx_export import (
-        agreement,
-        export_onnx,
-        keras_probabilities,
-        quantize_int8,
-    )
+    from handwriting.serving.onnx_export import agreement, export_onnx, quantize_int8
     from handwriting.serving.predictor import (
         INT8_FILE,
         KERAS_FILE,
@@ -131,6 +133,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
 
     if params.export is None:
         raise SystemExit("export: params.yaml has no 'export' section; see the README")
+    decision = read_decision(champion_path, params)
     archs = list(params.train["architectures"])
     val = load_arrays(split_dir / "val", "images", "labels")
     test = load_arrays(split_dir / "test", "images", "labels")
@@ -140,78 +143,68 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     settings = params.export
     files = latency_pngs(test["images"], settings.latency_calls)
     models: dict[str, Any] = {}
-    val_probabilities: dict[str, np.ndarray] = {}
-    scores: dict[str, float] = {}
     exports: dict[str, Any] = {}
     for arch in archs:
         key = f"{arch}-tuned"
         path = models_dir / arch / "tuned.keras"
         if not path.is_file():
             raise SystemExit(f"export: {path} is missing; run `dvc repro` to tune {arch}")
-        model = keras.saving.load_model(path, compile=False)
-        models[key] = model
-        val_probabilities[key] = keras_probabilities(model, val_inputs)
-        scores[key] = classification_metrics(val["labels"], val_probabilities[key])["f1_macro"]
+        models[key] = model = keras.saving.load_model(path, compile=False)
         onnx_path = export_onnx(model, onnx_dir / f"{key}.onnx")
         int8_path = quantize_int8(onnx_path, onnx_dir / f"{key}.int8.onnx")
         exports[key] = {
-            "val_f1_macro": round(scores[key], 6),
             "onnx": _rounded(agreement(model, onnx_path, test_inputs)),
             "int8": _rounded(agreement(model, int8_path, test_inputs)),
             "onnx_mb": _size_mb(onnx_path), "int8_mb": _size_mb(int8_path),
             "latency_p50_ms": end_to_end_latency_ms(
                 Predictor(onnx_path, params.preprocessing), files)["p50_ms"],
         }
-        print(f"export: {key}: validation F1 {scores[key]:.4f}, end to end p50 "
-              f"{exports[key]['latency_p50_ms']:.3f} ms; ONNX agrees on "
-              f"{exports[key]['onnx']['top1_agreement']:.4f}, int8 on "
+        print(f"export: {key}: end to end p50 {exports[key]['latency_p50_ms']:.3f} ms; ONNX "
+              f"agrees on {exports[key]['onnx']['top1_agreement']:.4f}, int8 on "
               f"{exports[key]['int8']['top1_agreement']:.4f} of the test images", flush=True)
 
     weights = None
-    if (params.evaluate or {}).get("ensemble", "soft") == "soft":
+    if ENSEMBLE in decision["candidates"]:
         weights = ensemble_weights(params, train_metrics_dir)
         members = [f"{arch}-tuned" for arch in archs]
-        vote = soft_vote([val_probabilities[key] for key in members], weights)
-        scores[ENSEMBLE] = classification_metrics(val["labels"], vote)["f1_macro"]
         models[ENSEMBLE] = build_soft_vote_ensemble([models[key] for key in members], weights)
         onnx_path = export_onnx(models[ENSEMBLE], onnx_dir / f"{ENSEMBLE}.onnx")
         exports[ENSEMBLE] = {
-            "val_f1_macro": round(scores[ENSEMBLE], 6),
             "onnx": _rounded(agreement(models[ENSEMBLE], onnx_path, test_inputs)),
             "onnx_mb": _size_mb(onnx_path),
             "latency_p50_ms": end_to_end_latency_ms(
                 Predictor(onnx_path, params.preprocessing), files)["p50_ms"],
         }
-        print(f"export: ensemble: validation F1 {scores[ENSEMBLE]:.4f}, end to end p50 "
-              f"{exports[ENSEMBLE]['latency_p50_ms']:.3f} ms", flush=True)
+        print(f"export: ensemble: end to end p50 {exports[ENSEMBLE]['latency_p50_ms']:.3f} ms",
+              flush=True)
 
-    budget = settings.latency_budget_ms
-    latencies = {key: exports[key]["latency_p50_ms"] for key in scores}
-    champion, fast_enough = choose_champion(scores, latencies, budget)
-    if not any(latency <= budget for latency in latencies.values()) and budget:
-        print(f"export: WARNING: no model answers within export.latency_budget_ms = {budget} "
-              "ms; the champion was chosen among all of them", flush=True)
-    print(f"export: champion: {champion} (validation F1 {scores[champion]:.4f}, end to end p50 "
-          f"{exports[champion]['latency_p50_ms']:.3f} ms; latency budget "
-          f"{budget or 'none'} ms)", flush=True)
+    champion = decision["champion"]
+    chosen = decision["candidates"][champion]
+    threshold = float(decision["unsure"]["threshold"])
+    print(f"export: champion (named by evaluate): {champion} (validation F1 "
+          f"{chosen['val_f1_macro']:.4f}, {chosen['mflops']:.2f} M multiply-adds, end to end "
+          f"p50 {exports[champion]['latency_p50_ms']:.3f} ms; not sure below {threshold:.3f})",
+          flush=True)
+    if decision.get("fallback_to_cheapest"):
+        print("export: WARNING: no candidate fits export.compute_budget_mflops = "
+              f"{decision['compute_budget_mflops']}; serving the cheapest one", flush=True)
 
-    description: dict[str, Any] = {"name": champion,
-                                   "val_f1_macro": round(scores[champion], 6)}
+    description: dict[str, Any] = {"name": champion, "val_f1_macro": chosen["val_f1_macro"],
+                                   "mflops": chosen["mflops"]}
     if champion == ENSEMBLE:
         description.update(members=[f"{arch}-tuned" for arch in archs],
                            weights=[round(w, 6) for w in (weights or [1.0] * len(archs))])
     champion_model = models[champion]
     write_serving_dir(serving_dir, champion_model, params.preprocessing,
                       calibration_images=val_inputs[:CALIBRATION_IMAGES],
-                      description=description)
+                      description=description, unsure_threshold=threshold)
 
     figures: dict[str, Any] = {
-        "champion": champion, "val_f1_macro": round(scores[champion], 6),
-        "latency_budget_ms": budget,
-        "candidates": {key: {"val_f1_macro": round(score, 6),
-                             "latency_p50_ms": exports[key]["latency_p50_ms"],
-                             "within_budget": key in fast_enough}
-                       for key, score in sorted(scores.items())},
+        "champion": champion, "val_f1_macro": chosen["val_f1_macro"],
+        "compute_budget_mflops": decision["compute_budget_mflops"],
+        "unsure_threshold": threshold,
+        "candidates": {key: {**entry, "latency_p50_ms": exports[key]["latency_p50_ms"]}
+                       for key, entry in sorted(decision["candidates"].items())},
     }
     threads = max(1, os.cpu_count() or 1)
     for variant, file_name in (("onnx", ONNX_FILE), ("int8", INT8_FILE)):
@@ -238,7 +231,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     write_json(metrics_path, figures)
 
     if register:
-        _register(params, serving_dir, champion, scores[champion], files[0], figures)
+        _register(params, serving_dir, champion, chosen, files[0], figures)
     return figures
 
 
@@ -247,7 +240,7 @@ def _rounded(values: dict[str, float]) -> dict[str, float]:
             for key, value in values.items()}
 
 
-def _register(params: Params, serving_dir: Path, champion: str, score: float,
+def _register(params: Params, serving_dir: Path, champion: str, chosen: dict[str, Any],
               example_png: bytes, figures: dict[str, Any]) -> None:
     import mlflow
 
@@ -270,11 +263,12 @@ def _register(params: Params, serving_dir: Path, champion: str, score: float,
                 f"{variant}_latency_p99_ms": part["latency_end_to_end"]["p99_ms"],
                 f"{variant}_throughput_images_per_s": part["throughput_images_per_s"],
             })
-        mlflow.log_metric("val_f1_macro", score)
+        score = chosen["val_f1_macro"]
+        mlflow.log_metrics({"val_f1_macro": score, "mflops": chosen["mflops"]})
         result = register_champion(
             serving_dir, name=name, champion=champion, score=score, example_image=example_png,
+            mflops=chosen["mflops"], budget_mflops=figures["compute_budget_mflops"],
             latency_ms=figures["onnx"]["latency_end_to_end"]["p50_ms"],
-            budget_ms=params.export.latency_budget_ms,
             tags={"git_commit": tracking.git_commit(), **tracking.experiment_tags()})
     if result.alias_moved:
         print(f"export: registered {name} version {result.version}; alias '{ALIAS}' now "
@@ -297,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="models/ folder (reads <arch>/tuned.keras)")
     parser.add_argument("--train-metrics", type=Path, required=True,
                         help="folder of the training summaries (ensemble weights)")
+    parser.add_argument("--champion", type=Path, required=True,
+                        help="champion.json written by evaluate (the champion to serve)")
     parser.add_argument("--serving", type=Path, required=True,
                         help="serving folder to write (the champion)")
     parser.add_argument("--onnx", type=Path, required=True,
@@ -305,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-register", action="store_true",
                         help="skip the MLflow registry (the files are still written)")
     args = parser.parse_args(argv)
-    run(load_params(args.params), args.split, args.models, args.train_metrics, args.serving,
-        args.onnx, args.metrics, register=not args.no_register)
+    run(load_params(args.params), args.split, args.models, args.train_metrics, args.champion,
+        args.serving, args.onnx, args.metrics, register=not args.no_register)
     return 0
 
 

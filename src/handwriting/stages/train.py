@@ -18,8 +18,8 @@ from typing import Any
 from handwriting import labels
 from handwriting.datasets import write_json
 from handwriting.keras_files import save_keras
-from handwriting.models.fitting import (fine_tune, fit_model, load_subset, mlflow_epoch_logger,
-                                        summarise, write_history)
+from handwriting.models.fitting import (fine_tune, fit_model, load_subset, make_reproducible,
+                                        mlflow_epoch_logger, summarise, write_history)
 from handwriting.params import Params, load_params
 
 # Settings of the fit itself; every other key of train.<arch> goes to the model builder.
@@ -55,13 +55,12 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: d
     ``train_fn(model, train, val, callbacks) -> (history, rows_to_report)`` replaces the plain
     fixed-epoch fit (the tuned variant uses early stopping).
     """
-    import keras
     import mlflow
 
     from handwriting import tracking
     from handwriting.models.zoo import build_with_info
 
-    keras.utils.set_random_seed(params.base.seed)
+    make_reproducible(params.base.seed, params.base.deterministic)
     train, val = load_subset(split_dir, "train"), load_subset(split_dir, "val")
     size = params.base.image_size
     model, info = build_with_info(arch, (size, size, 1), labels.NUM_CLASSES, **hparams)

@@ -28,7 +28,7 @@ import numpy as np
 from handwriting import labels
 from handwriting.datasets import write_json
 from handwriting.models.fitting import (FeatureCache, fit_model, frozen_feature_split,
-                                        load_subset, mlflow_epoch_logger)
+                                        load_subset, make_reproducible, mlflow_epoch_logger)
 from handwriting.params import Params, load_params
 from handwriting.stages.train import FIT_KEYS, arch_settings, tracked_training
 
@@ -132,7 +132,7 @@ def search(arch: str, params: Params, split_dir: Path,
 
     settings, space = tune_settings(params, arch)
     fit_defaults, hparam_defaults = arch_settings(params, arch)
-    seed = params.base.seed
+    seed, deterministic = params.base.seed, params.base.deterministic
     size = params.base.image_size
     full_train = load_subset(split_dir, "train")
     train = subsample(*full_train, settings["trial_fraction"], seed)
@@ -152,7 +152,7 @@ def search(arch: str, params: Params, split_dir: Path,
                              **tracking.experiment_tags()})
             mlflow.log_params(chosen)
             try:
-                keras.utils.set_random_seed(seed + trial.number)
+                make_reproducible(seed + trial.number, deterministic)
                 model = build(arch, (size, size, 1), labels.NUM_CLASSES, **hparams)
                 # A frozen base's features of the whole split are computed once anyway (the
                 # tuned model needs them), and its head trains fast: no need to subsample.

@@ -16,6 +16,7 @@ from handwriting.app.inference import (
 )
 from handwriting.feedback import FeedbackPathError, save_correction, total_corrections
 from handwriting.imaging import ImageError, PreprocessSettings
+from handwriting.serving.predictor import UNSURE_MESSAGE
 
 app = ui.config()
 st.title("Classify a letter")
@@ -94,8 +95,14 @@ for image in images:
                 continue
             rows.append(result_row(image, outcome))
             answer, chart, seen_input, heat = st.columns([1, 2, 1, 1])
-            answer.metric("Predicted letter", outcome.letter)
-            answer.caption(f"confidence {outcome.confidence:.1%}")
+            if outcome.unsure:
+                answer.metric("Predicted letter", "?")
+                answer.warning(f"{UNSURE_MESSAGE.capitalize()}: best guess "
+                               f"{outcome.letter} at {outcome.confidence:.1%}.",
+                               icon=":material/help:")
+            else:
+                answer.metric("Predicted letter", outcome.letter)
+                answer.caption(f"confidence {outcome.confidence:.1%}")
             chart.bar_chart({"letter": [letter for letter, _ in outcome.top],
                              "probability": [p for _, p in outcome.top]},
                             x="letter", y="probability", horizontal=True, sort="-probability",

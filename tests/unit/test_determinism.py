@@ -1,0 +1,74 @@
+"""Training is reproducible to the bit: two separate processes, the same seed and data, the
+same weights (``base.deterministic``, :func:`handwriting.models.fitting.make_reproducible`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+# Trains a LeNet-5 and a GRU (the convolution and recurrent kernels whose multi-threaded
+# reductions vary from run to run without op determinism) on seeded random letters through
+# the train stage's own fit routine, with several threads, and prints a hash of the weights.
+TRAIN_AND_HASH = """
+import hashlib, sys
+import numpy as np
+import tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(2)
+tf.config.threading.set_inter_op_parallelism_threads(2)
+from handwriting import labels
+from handwriting.models.fitting import fit_model, make_reproducible
+from handwriting.models.zoo import build
+
+deterministic = sys.argv[1] == "on"
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (384, 32, 32), dtype=np.uint8)
+classes = rng.integers(0, labels.NUM_CLASSES, 384)
+digest = hashlib.sha256()
+for arch, hparams in (("lenet5", {}), ("gru", {"units": 16})):
+    make_reproducible(7, deterministic)
+    model = build(arch, (32, 32, 1), labels.NUM_CLASSES, **hparams)
+    fit_model(model, epochs=2, batch_size=32, optimizer="adam", learning_rate=1e-3,
+              train=(images[:320], classes[:320]), val=(images[320:], classes[320:]), seed=7,
+              verbose=0)
+    for weights in model.get_weights():
+        digest.update(np.ascontiguousarray(weights).tobytes())
+from tensorflow.python.framework import config as tf_config  # the only reader there is
+print("op_determinism", tf_config.is_op_determinism_enabled())
+print("weights", digest.hexdigest())
+"""
+
+
+def _train_in_new_process(mode: str) -> dict[str, str]:
+    done = subprocess.run([sys.executable, "-c", TRAIN_AND_HASH, mode], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(line.split(" ", 1) for line in done.stdout.splitlines()
+                if line.startswith(("weights", "op_determinism")))
+
+
+def test_two_processes_train_bit_identical_weights():
+    first, second = _train_in_new_process("on"), _train_in_new_process("on")
+    assert first["op_determinism"] == "True"
+    assert first["weights"] == second["weights"]
+
+
+def test_the_switch_is_honoured():
+    assert _train_in_new_process("off")["op_determinism"] == "False"
+
+
+def test_the_pipeline_trains_deterministically_by_default_and_checks_the_key(tmp_path):
+    import yaml
+
+    from handwriting.params import ParamsError, load_params
+
+    assert load_params(REPO / "params.yaml").base.deterministic is True
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values["base"]["deterministic"] = "yes"
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(values))
+    with pytest.raises(ParamsError, match=r"'base\.deterministic' must be true or false"):
+        load_params(bad)
