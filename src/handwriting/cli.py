@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from handwriting import __version__, labels
+from handwriting.models.reference import ModelRef
 
 
 def _classes(args: argparse.Namespace) -> int:
@@ -81,11 +82,13 @@ def _resolve_model(spec: str | None, models_dir: Path) -> Path:
     path = Path(spec)
     if path.exists():
         return path
-    arch, dash, variant = spec.rpartition("-")
     looks_like_a_name = "/" not in spec and os.sep not in spec and \
         path.suffix not in (".onnx", ".keras")
-    if dash and arch and variant and looks_like_a_name:
-        named = models_dir / arch / f"{variant}.keras"
+    if looks_like_a_name and "-" in spec:
+        try:
+            named = ModelRef.parse(spec).path(models_dir)
+        except ValueError as error:
+            raise _UsageError(f"--model {spec}: {error}; {_NO_MODEL_FIX}") from None
         if named.is_file():
             return named
         raise _UsageError(f"--model {spec}: {named} not found; {_NO_MODEL_FIX}")

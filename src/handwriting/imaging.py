@@ -108,7 +108,8 @@ def decode(source: str | os.PathLike | bytes, *, name: str | None = None,
                 return _to_gray(image)
         except Image.DecompressionBombError:
             raise ImageError(
-                name, f"the image has more than {max_pixels:,} pixels (a possible decompression bomb)",
+                name,
+                f"the image has more than {max_pixels:,} pixels (a possible decompression bomb)",
                 "downscale it, or raise preprocess.max_pixels if it is genuine") from None
         except ImageError:
             raise

@@ -194,7 +194,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ParamsError(f"{path}: not found; run from the repository root or pass --params")
+        raise ParamsError(f"{path}: not found; run from the repository root or "
+                          "pass --params") from None
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
     params = _build(Params, values or {}, "")

@@ -115,3 +115,23 @@ def test_model_deps_name_every_architecture(name):
     archs = yaml.safe_load((REPO / "params.yaml").read_text())["train"]["architectures"]
     model_deps = {dep for dep in STAGES[name]["deps"] if dep.startswith("models/")}
     assert model_deps == {f"models/{arch}" for arch in archs}
+
+
+def test_no_stage_imports_another_stage():
+    # A stage that imports another makes dvc.yaml rerun it whenever the other one changes;
+    # shared code belongs in the package's core (models, evaluation, serving ...).
+    import ast
+
+    stages = sorted((REPO / "src" / "handwriting" / "stages").glob("*.py"))
+    names = {path.stem for path in stages} - {"__init__"}
+    for path in stages:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported = {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                imported = {a.name for a in node.names}
+            else:
+                continue
+            others = {f"handwriting.stages.{name}" for name in names - {path.stem}}
+            assert not imported & others, f"{path.name} imports {sorted(imported & others)}"

@@ -12,6 +12,8 @@ import yaml
 from handwriting import labels, tracking
 from handwriting.datasets import save_arrays
 from handwriting.params import load_params
+from handwriting.models.training import arch_settings
+from handwriting.params import ParamsError
 from handwriting.stages import train
 from tests.conftest import REPO
 
@@ -88,9 +90,9 @@ def test_the_tracking_uri_is_an_absolute_sqlite_path(tmp_path, monkeypatch):
 
 def test_unknown_architecture_settings_are_clear_errors(params_file):
     params = load_params(params_file)
-    with pytest.raises(SystemExit, match="no train.resnet section"):
-        train.arch_settings(params, "resnet")
-    fit, hparams = train.arch_settings(params, "vgg16")
+    with pytest.raises(ParamsError, match="no train.resnet section"):
+        arch_settings(params, "resnet")
+    fit, hparams = arch_settings(params, "vgg16")
     assert fit["fine_tune_blocks"] == 0 and hparams["weights"] == "imagenet"
 
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handwriting.evaluation.champion import ENSEMBLE
+from handwriting.models.reference import VARIANTS, ModelRef
 from handwriting.serving.predictor import SERVING_JSON
 
 # The architectures in the order the README presents them; other folders follow sorted.
 KNOWN_ARCHITECTURES = ("lenet5", "vgg16", "lstm", "gru", "lenet5_gru", "vgg16_gru")
-VARIANTS = ("untuned", "tuned")
 SERVING_FOLDER = "serving"
-ENSEMBLE = "ensemble"
 CHAMPION = "champion"
 # Preferred default selection when there is no champion: the best on real handwriting first
 # (the order `handwriting predict` uses).
@@ -99,11 +99,12 @@ def find_models(models_dir: Path, metrics_dir: Path) -> list[ModelChoice]:
         served = f"the served model ({report.name})" if report.name else "the served model"
         choices.append(ModelChoice(CHAMPION, CHAMPION, report.folder,
                                    detail=f"{served}, ONNX, from {report.folder}"))
-    singles = [ModelChoice(f"{arch}-{variant}", "keras", models_dir / arch / f"{variant}.keras",
-                           arch=arch, variant=variant,
-                           detail=f"{arch}, {variant}, Keras, {models_dir / arch}")
-               for arch in architectures(models_dir) for variant in VARIANTS
-               if (models_dir / arch / f"{variant}.keras").is_file()]
+    references = [ModelRef(arch, variant) for arch in architectures(models_dir)
+                  for variant in VARIANTS]
+    singles = [ModelChoice(str(ref), "keras", ref.path(models_dir), arch=ref.arch,
+                           variant=ref.variant,
+                           detail=f"{ref.arch}, {ref.variant}, Keras, {models_dir / ref.arch}")
+               for ref in references if ref.path(models_dir).is_file()]
     tuned = [choice for choice in singles if choice.variant == "tuned"]
     if len(tuned) >= 2:
         weights, origin = ensemble_weights(metrics_dir, [choice.name for choice in tuned])
@@ -120,8 +121,8 @@ def default_selection(choices: list[ModelChoice]) -> list[str]:
     if CHAMPION in names:
         return [CHAMPION]
     for arch in DEFAULT_PREFERENCE:
-        if f"{arch}-tuned" in names:
-            return [f"{arch}-tuned"]
+        if str(ModelRef.tuned(arch)) in names:
+            return [str(ModelRef.tuned(arch))]
     return names[:1]
 
 

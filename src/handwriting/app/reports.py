@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from handwriting import labels
+from handwriting.models.reference import VARIANTS, ModelRef
 
 # Wording of README.md's "The models" table.
 DESCRIPTIONS = {
@@ -78,9 +79,9 @@ def model_figures(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if key == "ensemble":
             rows[key] = value
             continue
-        for variant in ("untuned", "tuned"):
+        for variant in VARIANTS:
             if isinstance(value.get(variant), dict):
-                rows[f"{key}-{variant}"] = value[variant]
+                rows[str(ModelRef(key, variant))] = value[variant]
     return rows
 
 

@@ -39,8 +39,13 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dic
     """Accuracy, case-insensitive accuracy, merged-37 accuracy (EMNIST Balanced: the cases of
     c i j k l m o p s u v w x y z count as one), macro and weighted precision/recall/F1, one-vs-rest
     macro ROC-AUC, log loss, top-5 accuracy and expected calibration error."""
-    from sklearn.metrics import (accuracy_score, log_loss, precision_recall_fscore_support,
-                                 roc_auc_score, top_k_accuracy_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        log_loss,
+        precision_recall_fscore_support,
+        roc_auc_score,
+        top_k_accuracy_score,
+    )
 
     y_true = np.asarray(y_true)
     probabilities = np.asarray(probabilities, dtype=np.float64)

@@ -202,7 +202,8 @@ def summarise(rows: list[dict[str, float]], reported: dict[str, float], *, secon
     return {
         "accuracy": reported["accuracy"], "loss": reported["loss"],
         "val_accuracy": reported["val_accuracy"], "val_loss": reported["val_loss"],
-        "reported_epoch": int(reported["epoch"]), "epochs": len(rows), "wall_seconds": round(seconds, 1),
+        "reported_epoch": int(reported["epoch"]), "epochs": len(rows),
+        "wall_seconds": round(seconds, 1),
         "params": int(model.count_params()), "pretrained": pretrained,
         "images_per_second": round(train_images * len(rows) / max(seconds, 1e-9), 1),
     }

@@ -1,4 +1,4 @@
-"""The champion as an MLflow pyfunc model, in the MLflow model registry, behind `mlflow models serve`.
+"""The champion as an MLflow pyfunc model, in the MLflow registry, behind `mlflow models serve`.
 
 :class:`LetterClassifier` wraps a serving folder (:func:`~handwriting.serving.predictor.
 write_serving_dir`): its ONNX model, preprocessing settings and labels travel as the MLflow

@@ -30,12 +30,17 @@ from handwriting import labels
 from handwriting.datasets import load_arrays, write_csv, write_json
 from handwriting.evaluation import champion as champion_policy
 from handwriting.evaluation.ensemble import ensemble_weights
-from handwriting.evaluation.metrics import (bootstrap_intervals, classification_metrics,
-                                            confused_pairs, hard_vote,
-                                            per_class_report, soft_vote)
+from handwriting.evaluation.metrics import (
+    bootstrap_intervals,
+    classification_metrics,
+    confused_pairs,
+    hard_vote,
+    per_class_report,
+    soft_vote,
+)
+from handwriting.models.reference import VARIANTS, ModelRef, tuned_names
 from handwriting.params import Params, load_params
 
-VARIANTS = ("untuned", "tuned")
 ROC_GRID = np.linspace(0.0, 1.0, 101)
 
 
@@ -101,7 +106,7 @@ def _report_table(rows: list[tuple[str, str, dict[str, Any]]], champion: str) ->
              "latency (ms) | size (MB) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, variant, m in rows:
-        name = key.rsplit("-", 1)[0] if key != "ensemble" else key
+        name = ModelRef.parse(key).arch if key != champion_policy.ENSEMBLE else key
         flags = " (pretrained: false)" if "vgg" in name and not m["pretrained"] else ""
         flags += " **champion**" if key == champion else ""
         lines.append(
@@ -136,7 +141,7 @@ def choose_champion(params: Params, split_dir: Path, models: dict[str, Any],
     from handwriting.models.cost import mega_multiply_adds
 
     val = load_arrays(split_dir / "val", "images", "labels")
-    tuned = [f"{arch}-tuned" for arch in params.train["architectures"]]
+    tuned = tuned_names(params.train["architectures"])
     probabilities = {key: predict_all(predictors[key], val["images"]) for key in tuned}
     mflops = {key: mega_multiply_adds(models[key]) for key in tuned}
     if (params.evaluate or {}).get("ensemble", "soft") == "soft":
@@ -191,10 +196,10 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     for arch in archs:
         results[arch] = {}
         for variant in VARIANTS:
-            path = models_dir / arch / f"{variant}.keras"
+            reference = ModelRef(arch, variant)
+            key, path = str(reference), reference.path(models_dir)
             if not path.is_file():
                 raise SystemExit(f"evaluate: {path} is missing; run `dvc repro` to train it")
-            key = f"{arch}-{variant}"
             model = keras.models.load_model(path)
             models[key] = model
             predictors[key] = fast_predictor(model, size)
@@ -213,7 +218,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
                   f"{figures['merged37_accuracy']:.3f}, {figures['latency_ms']:.2f} ms/image",
                   flush=True)
 
-    tuned = [f"{arch}-tuned" for arch in archs]
+    tuned = tuned_names(archs)
     weights = ensemble_weights(params, train_metrics_dir)
     if settings.get("ensemble", "soft") == "hard":
         vote = lambda probs: hard_vote(probs)  # noqa: E731
@@ -253,8 +258,8 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         if key.endswith("-tuned") or key == "ensemble":
             write_csv(plots_dir / "roc" / f"{key}.csv", ["fpr", "tpr"],
                       roc_curve_points(y_true, probs))
-        figures = ensemble if key == "ensemble" else \
-            results[key.rsplit("-", 1)[0]][key.rsplit("-", 1)[1]]
+        ref = None if key == champion_policy.ENSEMBLE else ModelRef.parse(key)
+        figures = ensemble if ref is None else results[ref.arch][ref.variant]
         comparison_rows.append((key, round(figures["accuracy"], 4),
                                 round(figures["case_insensitive_accuracy"], 4),
                                 round(figures["merged37_accuracy"], 4),
@@ -270,7 +275,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     write_csv(plots_dir / "comparison.csv",
               ["model", "accuracy", "case_insensitive_accuracy", "merged37_accuracy", "f1_macro"],
               comparison_rows)
-    table_rows = [(f"{a}-{v}", v, results[a][v]) for a in archs for v in VARIANTS]
+    table_rows = [(str(ModelRef(a, v)), v, results[a][v]) for a in archs for v in VARIANTS]
     table_rows.append(("ensemble", f"{settings.get('ensemble', 'soft')} vote of the tuned",
                        ensemble))
     report = ("# Model comparison on the held-out test split\n\n"
@@ -332,7 +337,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
                                              pretrained=all(pretrained.values())),
                          "champion": champion})
         flat = {f"{key}.{name}": value for key, figures in
-                [(f"{a}-{v}", results[a][v]) for a in archs for v in VARIANTS] +
+                [(str(ModelRef(a, v)), results[a][v]) for a in archs for v in VARIANTS] +
                 [("ensemble", ensemble)] for name, value in figures.items()}
         flat.update({f"crossdata.{d}.{k}.{n}": v for d, models_ in crossdata.items()
                      for k, m in models_.items() if isinstance(m, dict) for n, v in m.items()})

@@ -33,6 +33,7 @@ import numpy as np
 
 from handwriting.datasets import load_arrays, write_json
 from handwriting.evaluation.champion import ENSEMBLE
+from handwriting.models.reference import ModelRef, tuned_names
 from handwriting.params import Params, load_params
 
 # Side of the dark-on-white PNGs the latency figure decodes: a typical small upload, so the
@@ -104,7 +105,7 @@ def read_decision(path: Path, params: Params) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as error:
         raise SystemExit(f"export: {path} is not a champion decision ({error}); run `dvc repro "
                          "-f evaluate` to write it again") from None
-    expected = {f"{arch}-tuned" for arch in params.train["architectures"]}
+    expected = set(tuned_names(params.train["architectures"]))
     if champion not in candidates or not set(candidates) - {ENSEMBLE} <= expected \
             or not 0.0 <= threshold <= 1.0:
         raise SystemExit(f"export: {path} names models ({', '.join(sorted(candidates))}) "
@@ -145,8 +146,8 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     models: dict[str, Any] = {}
     exports: dict[str, Any] = {}
     for arch in archs:
-        key = f"{arch}-tuned"
-        path = models_dir / arch / "tuned.keras"
+        reference = ModelRef.tuned(arch)
+        key, path = str(reference), reference.path(models_dir)
         if not path.is_file():
             raise SystemExit(f"export: {path} is missing; run `dvc repro` to tune {arch}")
         models[key] = model = keras.saving.load_model(path, compile=False)
@@ -166,7 +167,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     weights = None
     if ENSEMBLE in decision["candidates"]:
         weights = ensemble_weights(params, train_metrics_dir)
-        members = [f"{arch}-tuned" for arch in archs]
+        members = tuned_names(archs)
         models[ENSEMBLE] = build_soft_vote_ensemble([models[key] for key in members], weights)
         onnx_path = export_onnx(models[ENSEMBLE], onnx_dir / f"{ENSEMBLE}.onnx")
         exports[ENSEMBLE] = {
@@ -192,7 +193,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     description: dict[str, Any] = {"name": champion, "val_f1_macro": chosen["val_f1_macro"],
                                    "mflops": chosen["mflops"]}
     if champion == ENSEMBLE:
-        description.update(members=[f"{arch}-tuned" for arch in archs],
+        description.update(members=tuned_names(archs),
                            weights=[round(w, 6) for w in (weights or [1.0] * len(archs))])
     champion_model = models[champion]
     write_serving_dir(serving_dir, champion_model, params.preprocessing,

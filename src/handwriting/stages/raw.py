@@ -26,8 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from handwriting import labels
-from handwriting.datasets import (replacing_directory, scan_class_folders, write_csv,
-                                  write_json)
+from handwriting.datasets import replacing_directory, scan_class_folders, write_csv, write_json
 from handwriting.imaging import ImageError, PreprocessSettings, decode, fit_to_square, ink_map
 from handwriting.params import Params, ParamsError, Synthetic, load_params
 from handwriting.synth.sheet import allograph_sheet

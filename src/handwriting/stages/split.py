@@ -15,8 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from handwriting import labels
-from handwriting.datasets import load_arrays, replacing_directory, save_arrays, write_csv, \
-    write_json
+from handwriting.datasets import (
+    load_arrays,
+    replacing_directory,
+    save_arrays,
+    write_csv,
+    write_json,
+)
 from handwriting.params import Split, load_params
 
 SUBSETS = ("train", "val", "test")

@@ -27,10 +27,16 @@ import numpy as np
 
 from handwriting import labels
 from handwriting.datasets import write_json
-from handwriting.models.fitting import (FeatureCache, fit_model, frozen_feature_split,
-                                        load_subset, make_reproducible, mlflow_epoch_logger)
-from handwriting.params import Params, load_params
-from handwriting.stages.train import FIT_KEYS, arch_settings, tracked_training
+from handwriting.models.fitting import (
+    FeatureCache,
+    fit_model,
+    frozen_feature_split,
+    load_subset,
+    make_reproducible,
+    mlflow_epoch_logger,
+)
+from handwriting.models.training import FIT_KEYS, arch_settings, tracked_training
+from handwriting.params import Params, ParamsError, load_params
 
 SAMPLERS = ("random", "grid", "tpe")
 PRUNERS = ("median", "hyperband", "none")
@@ -123,7 +129,6 @@ def search(arch: str, params: Params, split_dir: Path,
     """Run the study inside an MLflow parent run; returns (best params, the study).
 
     ``cache`` keeps a frozen VGG base's features for the trials (and for the caller)."""
-    import keras
     import mlflow
     import optuna
 
@@ -275,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", type=Path, required=True, help="per-epoch CSV to write")
     parser.add_argument("--metrics", type=Path, required=True, help="summary JSON to write")
     args = parser.parse_args(argv)
-    run(args.arch, args.params, args.split, args.best_params, args.model, args.history,
-        args.metrics)
+    try:
+        run(args.arch, args.params, args.split, args.best_params, args.model, args.history,
+            args.metrics)
+    except ParamsError as error:
+        raise SystemExit(f"tune: {error}") from None
     return 0
 
 

@@ -18,8 +18,16 @@ import numpy as np
 
 from handwriting import labels
 
-from .allographs import (ALL_STYLES, FONT_FORM, FONT_STYLES, HERSHEY_DEFAULT, allograph_table,
-                         check_styles, choose_skeleton, style_skeleton)
+from .allographs import (
+    ALL_STYLES,
+    FONT_FORM,
+    FONT_STYLES,
+    HERSHEY_DEFAULT,
+    allograph_table,
+    check_styles,
+    choose_skeleton,
+    style_skeleton,
+)
 from .fonts import FONT_FAMILIES
 from .hand import Trace, Writer
 from .render import render_trace

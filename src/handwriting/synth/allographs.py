@@ -22,7 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .fonts import FONT_FAMILIES, font_skeleton as ttf_skeleton
+from .fonts import FONT_FAMILIES
+from .fonts import font_skeleton as ttf_skeleton
 from .skeletons import HERSHEY_STYLES, LETTERS, Skeleton, check_char, hand_forms
 from .skeletons import font_skeleton as hershey_skeleton
 
@@ -110,7 +111,8 @@ ALL_STYLES: tuple[str, ...] = tuple(HERSHEY_STYLES) + tuple(FONT_FAMILIES)
 # Hershey styles (see skeletons.HERSHEY_STYLES for all that are accepted):
 # futural - plain sans print (roman simplex), the commonest way people write single letters;
 # timesr  - roman print with the serifs stripped: other proportions, double-storey 'g', tailed 'a';
-# timesi  - italic print (serifs stripped): single-storey 'a'/'g', hooked 'l'/'t'/'u', round 'v'/'w';
+# timesi  - italic print (serifs stripped): single-storey 'a'/'g', hooked 'l'/'t'/'u',
+#           round 'v'/'w';
 # scripts - cursive (script simplex), looped and joined forms;
 # scriptc - a second cursive (script complex reduced to single lines), other cursive capitals.
 # Left out: rowmans/cursive (glyph for glyph the same as futural/scripts), the duplex/triplex

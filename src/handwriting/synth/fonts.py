@@ -47,7 +47,7 @@ class FontError(RuntimeError):
     """A font family is not installed or cannot draw a letter."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def font_file(family: str) -> str:
     """Path of the regular-weight file of ``family`` (a fontpkg slug)."""
     if family not in FONT_FAMILIES:
@@ -72,7 +72,7 @@ def font_licence(family: str) -> str:
     return fontpkg.family(family).license
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _font(family: str):
     from PIL import ImageFont
 
@@ -95,7 +95,7 @@ def _glyph_mask(family: str, char: str) -> np.ndarray:
     return np.pad(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], 1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cap_height(family: str) -> float:
     return float(_glyph_mask(family, "H").shape[0] - 2)
 
@@ -177,7 +177,7 @@ def glyph_strokes(mask: np.ndarray) -> list[np.ndarray]:
     return strokes + dots
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def font_skeleton(family: str, char: str) -> Skeleton:
     """The skeleton of ``char`` in font ``family`` (a fontpkg slug), cached."""
     check_char(char)

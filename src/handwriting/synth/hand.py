@@ -68,7 +68,7 @@ class Writer:
     small_size: float = 1.0
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, pen_scale: float = 1.0) -> "Writer":
+    def sample(cls, rng: np.random.Generator, pen_scale: float = 1.0) -> Writer:
         """Draw a random writer; ``pen_scale`` multiplies the pen width."""
         device = _DEVICES[int(rng.choice(len(_DEVICES), p=_DEVICE_P))]
         # Slant: most people lean slightly right, some upright, a few left.
@@ -78,7 +78,8 @@ class Writer:
         if device == "mouse":
             tremor = float(rng.uniform(0.002, 0.010))
             pen = float(np.exp(rng.uniform(np.log(0.06), np.log(0.18))))
-            pressure, ink_var, taper = float(rng.uniform(0.0, 0.08)), float(rng.uniform(0.0, 0.1)), 0.0
+            pressure, ink_var, taper = (float(rng.uniform(0.0, 0.08)),
+                                        float(rng.uniform(0.0, 0.1)), 0.0)
             rounding = int(rng.integers(0, 2))
             aliased = bool(rng.random() < 0.2)
         elif device == "pen":
@@ -91,7 +92,8 @@ class Writer:
         else:  # marker
             tremor = float(rng.uniform(0.0, 0.004))
             pen = float(rng.uniform(0.1, 0.18))
-            pressure, ink_var, taper = float(rng.uniform(0.0, 0.15)), float(rng.uniform(0.0, 0.2)), 0.0
+            pressure, ink_var, taper = (float(rng.uniform(0.0, 0.15)),
+                                        float(rng.uniform(0.0, 0.2)), 0.0)
             rounding = int(rng.integers(1, 4))
             aliased = False
         # Some people write carefully, some scrawl: one factor scales every kind of irregularity.
@@ -157,7 +159,8 @@ class Writer:
             size = np.exp(rng.normal(0.0, self.stroke_jitter, n_strokes))[ids]
             rel = pts - centres
             ca, sa = np.cos(ang) * size, np.sin(ang) * size
-            pts = centres + np.stack([ca * rel[:, 0] - sa * rel[:, 1], sa * rel[:, 0] + ca * rel[:, 1]], 1)
+            pts = centres + np.stack([ca * rel[:, 0] - sa * rel[:, 1],
+                                      sa * rel[:, 0] + ca * rel[:, 1]], 1)
         pts = pts + rng.normal(0.0, self.join_jitter, (n_strokes, 2))[ids]
 
         # Slow drift along each stroke: two sinusoids per axis with random phases per stroke.
@@ -165,8 +168,10 @@ class Writer:
         wl = self.wobble_wavelength * rng.uniform(0.7, 1.4, 2)
         k1, k2 = 2 * np.pi / wl[0], 2 * np.pi / wl[1]
         amp = self.wobble * rng.uniform(0.5, 1.0, 2)
-        pts[:, 0] += amp[0] * np.sin(k1 * arc + phase[:, 0]) + 0.5 * amp[1] * np.sin(k2 * arc + phase[:, 1])
-        pts[:, 1] += amp[0] * np.sin(k1 * arc + phase[:, 2]) + 0.5 * amp[1] * np.sin(k2 * arc + phase[:, 3])
+        pts[:, 0] += (amp[0] * np.sin(k1 * arc + phase[:, 0])
+                      + 0.5 * amp[1] * np.sin(k2 * arc + phase[:, 1]))
+        pts[:, 1] += (amp[0] * np.sin(k1 * arc + phase[:, 2])
+                      + 0.5 * amp[1] * np.sin(k2 * arc + phase[:, 3]))
 
         # Fast shake, smoothed over a few samples so it reads as tremor, not pixel noise.
         if self.tremor > 0:
@@ -181,7 +186,8 @@ class Writer:
         rel = pts - centre
         if self.warp > 0:
             direction = rng.normal(0.0, 1.0, (3, 2))
-            freq = rng.uniform(1.5, 4.5, (3, 1)) * direction / np.linalg.norm(direction, axis=1, keepdims=True)
+            freq = (rng.uniform(1.5, 4.5, (3, 1)) * direction
+                    / np.linalg.norm(direction, axis=1, keepdims=True))
             amps = rng.normal(0.0, self.warp, (3, 2))
             ph = rng.uniform(0, 2 * np.pi, 3)
             rel = rel + np.sin(rel @ freq.T + ph) @ amps
@@ -194,7 +200,8 @@ class Writer:
         # Pressure: a slow random signal along each stroke drives width and ink amount.
         pphase = rng.uniform(0, 2 * np.pi, (n_strokes, 2))[ids]
         pk = 2 * np.pi / rng.uniform(0.4, 1.5, 2)
-        signal = 0.65 * np.sin(pk[0] * arc + pphase[:, 0]) + 0.35 * np.sin(pk[1] * arc + pphase[:, 1])
+        signal = (0.65 * np.sin(pk[0] * arc + pphase[:, 0])
+                  + 0.35 * np.sin(pk[1] * arc + pphase[:, 1]))
         width = pen_width * np.clip(1.0 + self.pressure * signal, 0.4, 1.8)
         ink = np.clip(1.0 - self.ink_variation * (0.5 + 0.5 * signal), 0.3, 1.0)
         if self.taper > 0:

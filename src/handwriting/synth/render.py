@@ -22,12 +22,14 @@ _INK_LEVELS = 12  # ink amount is quantised so consecutive points can be drawn a
 _MIN_PEN_PX = 1.5
 
 
-def _draw_stroke(canvas: np.ndarray, pts: np.ndarray, thick: np.ndarray, ink: np.ndarray, line_type: int) -> None:
+def _draw_stroke(canvas: np.ndarray, pts: np.ndarray, thick: np.ndarray, ink: np.ndarray,
+                 line_type: int) -> None:
     """Draw one stroke as runs of constant (thickness, ink), each run one cv2.polylines call."""
     n = len(pts)
     fixed = np.round(pts * (1 << _SHIFT)).astype(np.int32)
     if n == 1:
-        cv2.circle(canvas, tuple(int(v) for v in fixed[0]), int(max(1, thick[0]) << _SHIFT) // 2, int(ink[0]), -1, line_type, _SHIFT)
+        cv2.circle(canvas, tuple(int(v) for v in fixed[0]), int(max(1, thick[0]) << _SHIFT) // 2,
+                   int(ink[0]), -1, line_type, _SHIFT)
         return
     key = thick.astype(np.int64) * 256 + ink
     cuts = np.flatnonzero(key[1:] != key[:-1]) + 1
@@ -40,7 +42,8 @@ def _draw_stroke(canvas: np.ndarray, pts: np.ndarray, thick: np.ndarray, ink: np
         cv2.polylines(canvas, [fixed[lo:hi]], False, int(ink[a]), int(thick[a]), line_type, _SHIFT)
 
 
-def _stray_marks(rng: np.random.Generator, bbox: tuple[float, float, float, float]) -> list[np.ndarray]:
+def _stray_marks(rng: np.random.Generator,
+                 bbox: tuple[float, float, float, float]) -> list[np.ndarray]:
     """A dot or a short flick near the letter (a slip of the pen), small next to the letter."""
     x0, y0, x1, y1 = bbox
     size = max(x1 - x0, y1 - y0)
@@ -57,7 +60,8 @@ def _stray_marks(rng: np.random.Generator, bbox: tuple[float, float, float, floa
             t = np.linspace(0, 1, 6)
             d = np.array([np.cos(ang), np.sin(ang)])
             nrm = np.array([-d[1], d[0]])
-            marks.append(np.array([cx, cy]) + np.outer(t * length, d) + np.outer(bend * length * t * (1 - t), nrm))
+            marks.append(np.array([cx, cy]) + np.outer(t * length, d)
+                         + np.outer(bend * length * t * (1 - t), nrm))
     return marks
 
 
@@ -104,7 +108,8 @@ def render_trace(
     off = np.array([free_x, free_y]) * np.clip(rng.normal(0.5, 0.22, 2), 0.0, 1.0) + pad
 
     aliased = trace.aliased
-    factor = 1 if aliased else int(np.clip(_SUPERSAMPLED_SIDE // max(height, width), 2, _MAX_FACTOR))
+    factor = 1 if aliased else int(np.clip(_SUPERSAMPLED_SIDE // max(height, width), 2,
+                                           _MAX_FACTOR))
     line_type = cv2.LINE_8 if aliased else cv2.LINE_AA
     canvas = np.zeros((height * factor, width * factor), np.uint8)
     k = scale * factor
@@ -147,5 +152,6 @@ def render_trace(
         background = paper - np.float32(rng.uniform(0, 35)) * ramp
     img = background + (ink_tone - background) * alpha
     if rng.random() < 0.3:
-        img = img + rng.standard_normal((height, width), dtype=np.float32) * np.float32(rng.uniform(2, 9))
+        img = img + (rng.standard_normal((height, width), dtype=np.float32)
+                     * np.float32(rng.uniform(2, 9)))
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)

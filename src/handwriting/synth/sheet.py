@@ -42,7 +42,8 @@ def allograph_sheet(path: str | Path, styles: Sequence[str], *, tile: int = 44) 
         y = row * tile
         for k, style in enumerate(styles):
             x = label_w + k * tile
-            mosaic[y:y + tile, x:x + tile] = _skeleton_tile(style_skeleton(style, char).strokes, tile)
+            strokes = style_skeleton(style, char).strokes
+            mosaic[y:y + tile, x:x + tile] = _skeleton_tile(strokes, tile)
         forms = hand_forms(char)
         font_weight = table[char][0][1]
         notes.append((label_w / 2, y + tile / 2, char, f"{font_weight:.2f}"))

@@ -91,7 +91,7 @@ def check_style(style: object) -> str:
 # Hershey fonts
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _font(style: str):
     # Imported here so that importing the package costs nothing until a letter is drawn.
     from HersheyFonts import HersheyFonts
@@ -101,7 +101,7 @@ def _font(style: str):
     return font
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cap_height(style: str) -> float:
     pts = np.array([p for seg in _font(style).lines_for_text("H") for p in seg], dtype=float)
     return float(np.ptp(pts[:, 1]))
@@ -321,7 +321,7 @@ def normalise(polylines: list[np.ndarray], cap_height: float, source: str) -> Sk
     return Skeleton(strokes=tuple(strokes), extent=side / cap_height, source=source)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def font_skeleton(style: str, char: str) -> Skeleton:
     """The skeleton of ``char`` in Hershey ``style`` (cached)."""
     check_style(style)
@@ -431,7 +431,7 @@ def _hand_forms_table():
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hand_forms(char: str) -> dict[str, Skeleton]:
     """Hand-made forms of ``char`` by name (possibly none), cached."""
     check_char(char)
@@ -440,7 +440,7 @@ def hand_forms(char: str) -> dict[str, Skeleton]:
             for name, form in forms.items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def alternate_skeletons(char: str) -> tuple[Skeleton, ...]:
     """Hand-made alternative forms of ``char`` (possibly none), cached."""
     return tuple(hand_forms(char).values())

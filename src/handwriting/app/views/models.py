@@ -6,6 +6,7 @@ import streamlit as st
 
 from handwriting import labels
 from handwriting.app import ui
+from handwriting.app.catalog import ENSEMBLE
 from handwriting.app.reports import (
     DESCRIPTIONS,
     ENSEMBLE_DESCRIPTION,
@@ -20,6 +21,7 @@ from handwriting.app.reports import (
     read_confusion,
     read_history,
 )
+from handwriting.models.reference import VARIANTS, ModelRef
 
 app = ui.config()
 st.title("Models")
@@ -120,9 +122,9 @@ for tab, arch in zip(tabs[1:], archs):
         st.header(arch)
         st.write(DESCRIPTIONS.get(arch, "An architecture not described in the README."))
         figures_table({key: value for key, value in figures.items()
-                       if key.rsplit("-", 1)[0] == arch})
-        for variant in ("untuned", "tuned"):
-            model = f"{arch}-{variant}"
+                       if key != ENSEMBLE and ModelRef.parse(key).arch == arch})
+        for variant in VARIANTS:
+            model = str(ModelRef(arch, variant))
             st.subheader(model)
             if model not in figures:
                 st.caption(f"{model} is not in evaluate.json.")

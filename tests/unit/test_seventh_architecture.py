@@ -1,0 +1,84 @@
+"""Adding an architecture: one builder in the zoo and its train and tune entries in params.yaml.
+
+A tiny extra builder is registered in the zoo and listed in ``train.architectures``; the
+train, tune, evaluate and export stages then take it like the seed's six, with no other code
+edited. (dvc.yaml's stages follow ``train.architectures`` through ``foreach``; its evaluate and
+export deps name each ``models/<arch>`` folder, and ``test_dvc_yaml`` fails until a new one is
+listed there.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("onnxruntime")
+
+from handwriting import labels  # noqa: E402
+from handwriting.datasets import save_arrays  # noqa: E402
+from handwriting.models import zoo  # noqa: E402
+from handwriting.params import load_params  # noqa: E402
+from handwriting.stages import evaluate, export, train, tune  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
+
+
+def build_tinycnn(input_shape, num_classes, *, filters: int = 4, dropout: float = 0.1):
+    """A seventh architecture, as small as a model can be: one convolution, pooled, softmax."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(filters, 3, activation="relu", name="conv1")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="tinycnn")
+
+
+def test_a_seventh_architecture_needs_only_its_builder_and_params(tmp_path, monkeypatch,
+                                                                  mlflow_store):
+    monkeypatch.setitem(zoo.ARCHITECTURES, "tinycnn", build_tinycnn)
+    rng = np.random.default_rng(0)
+    for subset, count in (("train", 104), ("val", 52), ("test", 52)):
+        save_arrays(tmp_path / "split" / subset, labels=np.arange(count) % labels.NUM_CLASSES,
+                    images=rng.integers(0, 256, size=(count, 32, 32), dtype=np.uint8))
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    archs = ["lenet5", "tinycnn"]
+    values["train"] = {"architectures": archs,
+                       "lenet5": {**values["train"]["lenet5"], "epochs": 1},
+                       "tinycnn": {"epochs": 1, "batch_size": 32, "learning_rate": 0.01,
+                                   "filters": 4, "dropout": 0.1}}
+    values["tune"] = {**{k: v for k, v in values["tune"].items() if not isinstance(v, dict)},
+                      "n_trials": 1, "trial_epochs": 1, "max_epochs": 1, "trial_fraction": 1.0,
+                      "lenet5": {"learning_rate": [0.001]}, "tinycnn": {"filters": [4, 8]}}
+    values["evaluate"].update(latency_calls=5, explain_samples=2, crossdata=[])
+    values["export"].update(latency_calls=5, throughput_batch=8)
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(values))
+
+    split, models, metrics = tmp_path / "split", tmp_path / "models", tmp_path / "metrics"
+    for arch in archs:
+        train.run(arch, params_path, split, models / arch / "untuned.keras",
+                  tmp_path / "plots" / f"{arch}-untuned.csv",
+                  metrics / "train" / f"{arch}-untuned.json")
+        tune.run(arch, params_path, split, models / arch / "best_params.json",
+                 models / arch / "tuned.keras", tmp_path / "plots" / f"{arch}-tuned.csv",
+                 metrics / "train" / f"{arch}-tuned.json")
+    params = load_params(params_path)
+    results = evaluate.run(params, split, models, metrics / "train", metrics / "evaluate.json",
+                           metrics / "crossdata.json", metrics / "comparison.md",
+                           metrics / "per_class", metrics / "confused.csv",
+                           tmp_path / "plots" / "evaluate", metrics / "champion.json")
+    figures = export.run(params, split, models, metrics / "train", metrics / "champion.json",
+                         models / "serving", models / "onnx", metrics / "serving.json",
+                         register=False)
+
+    assert set(results["tinycnn"]) == {"untuned", "tuned"}
+    assert "| tinycnn |" in (metrics / "comparison.md").read_text()
+    decision = json.loads((metrics / "champion.json").read_text())
+    assert set(decision["candidates"]) == {"lenet5-tuned", "tinycnn-tuned", "ensemble"}
+    assert decision["candidates"]["tinycnn-tuned"]["mflops"] > 0
+    assert (models / "onnx" / "tinycnn-tuned.onnx").stat().st_size > 0
+    assert set(figures["exports"]) == {"lenet5-tuned", "tinycnn-tuned", "ensemble"}
+    assert json.loads((models / "tinycnn" / "best_params.json").read_text())["filters"] in (4, 8)
