@@ -30,7 +30,7 @@ from handwriting.app.config import (  # noqa: E402
     ENV_PLOTS,
 )
 from handwriting.app.inference import upload_problem  # noqa: E402
-from handwriting.evaluation.metrics import soft_vote  # noqa: E402
+from handwriting.evaluation.ensemble import soft_vote  # noqa: E402
 from handwriting.feedback import count_corrections, save_correction  # noqa: E402
 from handwriting.serving.predictor import Predictor  # noqa: E402
 from tests.app.conftest import letter_png  # noqa: E402
@@ -48,6 +48,11 @@ def dirs(tmp_path, models_dir, monkeypatch) -> dict[str, Path]:
                            ("metrics", ENV_METRICS), ("plots", ENV_PLOTS),
                            ("params", ENV_PARAMS)):
         monkeypatch.setenv(variable, str(folders[name]))
+    # The tuned models' validation accuracies: the ensemble's weights.
+    (folders["metrics"] / "train").mkdir(parents=True)
+    for name, value in (("lenet5-tuned", 0.9), ("gru-tuned", 0.3)):
+        (folders["metrics"] / "train" / f"{name}.json").write_text(json.dumps(
+            {"val_accuracy": value}))
     return folders
 
 
@@ -90,6 +95,13 @@ def test_home_lists_the_models_and_counts_the_corrections(dirs):
     assert "No served model yet" in texts(at)
 
 
+def test_home_says_why_there_is_no_ensemble(dirs):
+    (dirs["metrics"] / "train" / "gru-tuned.json").unlink()
+    at = start()
+    assert list(at.dataframe[0].value["model"]) == ["lenet5-tuned", "gru-tuned"]
+    assert "No ensemble: " in texts(at) and "gru-tuned.json" in texts(at)
+
+
 def test_home_without_models_says_how_to_get_them(dirs, tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_MODELS, str(tmp_path / "no-models"))
     at = start()
@@ -124,11 +136,7 @@ def test_classify_shows_what_the_predictor_says(dirs):
 
 
 def test_classify_ensemble_is_the_weighted_soft_vote(dirs):
-    (dirs["metrics"] / "train").mkdir(parents=True)
-    weights = {"lenet5-tuned": 0.9, "gru-tuned": 0.3}
-    for name, value in weights.items():
-        (dirs["metrics"] / "train" / f"{name}.json").write_text(json.dumps(
-            {"val_accuracy": value}))
+    weights = {"lenet5-tuned": 0.9, "gru-tuned": 0.3}  # written by the dirs fixture
     data = letter_png("g", seed=5)
     members = {name: Predictor(dirs["models"] / name.split("-")[0] / "tuned.keras")
                for name in weights}
@@ -225,7 +233,7 @@ def test_classify_without_models_says_how_to_get_them(dirs, tmp_path, monkeypatc
 def test_the_champion_is_offered_first_and_served_with_onnx(dirs, champion_models_dir,
                                                            monkeypatch):
     monkeypatch.setenv(ENV_MODELS, str(champion_models_dir))
-    dirs["metrics"].mkdir()
+    dirs["metrics"].mkdir(exist_ok=True)
     (dirs["metrics"] / "serving.json").write_text(json.dumps({
         "champion": "lenet5-tuned", "val_f1_macro": 0.8123,
         "onnx": {"test_accuracy": 0.84, "top1_agreement": 1.0, "size_mb": 0.3,
@@ -317,7 +325,7 @@ def test_models_page_without_results_says_run_dvc_repro(dirs):
 
 
 def test_models_page_names_a_broken_results_file(dirs):
-    dirs["metrics"].mkdir()
+    dirs["metrics"].mkdir(exist_ok=True)
     (dirs["metrics"] / "evaluate.json").write_text("{not json")
     at = start("views/models.py")
     message = " ".join(e.value for e in at.error)

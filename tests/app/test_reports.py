@@ -8,7 +8,7 @@ import json
 import pytest
 
 from handwriting import labels
-from handwriting.app.catalog import champion_report, ensemble_weights
+from handwriting.app.catalog import ModelChoice, champion_report, ensemble_choice
 from handwriting.app.reports import (
     ReportError,
     confusion_cells,
@@ -63,15 +63,26 @@ def test_comparison_headings_are_demoted(tmp_path):
     assert read_comparison(tmp_path) == "### Title\n\n#### Part\n\ntext #1\n"
 
 
-def test_ensemble_weights_are_validation_accuracies_or_all_equal(tmp_path):
+def test_the_app_s_ensemble_is_the_evaluated_one_or_none(tmp_path):
+    def tuned(*names):
+        return [ModelChoice(name, "keras", arch=name.split("-")[0], variant="tuned")
+                for name in names]
+
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "a-tuned.json").write_text(json.dumps({"val_accuracy": 0.8}))
     (tmp_path / "train" / "b-tuned.json").write_text(json.dumps({"val_accuracy": 0.4}))
-    assert ensemble_weights(tmp_path, ["a-tuned", "b-tuned"])[0] == (0.8, 0.4)
-    weights, origin = ensemble_weights(tmp_path, ["a-tuned", "c-tuned"])
-    assert weights == (1.0, 1.0) and "c-tuned.json" in origin
+    soft = ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path, None)
+    assert (soft.weights, soft.vote) == ((0.8, 0.4), "soft")
+    equal = ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path,
+                            {"ensemble": "hard", "ensemble_weighting": "none"})
+    assert (equal.weights, equal.vote) == ((1.0, 1.0), "hard")
+    # A weight that cannot be read is not replaced by an equal one: no ensemble, and why.
+    missing = ensemble_choice(tuned("a-tuned", "c-tuned"), tmp_path, None)
+    assert "c-tuned.json" in missing and "dvc repro" in missing
     (tmp_path / "train" / "b-tuned.json").write_text(json.dumps({"val_accuracy": 0}))
-    assert ensemble_weights(tmp_path, ["a-tuned", "b-tuned"])[0] == (1.0, 1.0)
+    assert "val_accuracy is 0.0" in ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path, None)
+    typo = ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path, {"ensemble": "sofft"})
+    assert "evaluate.ensemble is 'sofft'; choose one of soft, hard" in typo
 
 
 def test_the_champion_report_reads_both_files_and_names_broken_ones(tmp_path):

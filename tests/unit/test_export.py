@@ -358,9 +358,8 @@ def test_export_names_a_missing_model_and_a_missing_section(project, tmp_path):
 
 
 def test_the_ensemble_model_is_the_weighted_soft_vote_of_its_members():
-    from handwriting.evaluation.metrics import soft_vote
+    from handwriting.evaluation.ensemble import build_soft_vote_ensemble, soft_vote
     from handwriting.models.zoo import build
-    from handwriting.serving.ensemble import build_soft_vote_ensemble
 
     keras.utils.set_random_seed(1)
     members = [build("lenet5", (32, 32, 1), labels.NUM_CLASSES),

@@ -5,8 +5,9 @@ import pytest
 
 from handwriting import labels
 from handwriting.evaluation.metrics import (case_fold, classification_metrics, confused_pairs,
-                                            expected_calibration_error, hard_vote,
-                                            per_class_report, soft_vote)
+                                            expected_calibration_error,
+                                            per_class_report)
+from handwriting.evaluation.ensemble import hard_vote, soft_vote
 
 A, B, C, c, o, O = (labels.index_of(ch) for ch in "ABCcoO")
 

@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handwriting.evaluation import ensemble as ensembles
 from handwriting.evaluation.champion import ENSEMBLE
+from handwriting.evaluation.ensemble import EnsembleError
 from handwriting.models.reference import VARIANTS, ModelRef
 from handwriting.serving.predictor import SERVING_JSON
 
@@ -44,6 +45,7 @@ class ModelChoice:
     members: tuple[ModelChoice, ...] = ()
     weights: tuple[float, ...] = ()
     weights_from: str = ""
+    vote: str = "soft"  # the ensemble's vote: soft or hard
     arch: str = ""
     variant: str = ""
     detail: str = ""  # one line for people: what this model is
@@ -70,29 +72,32 @@ def architectures(models_dir: Path) -> list[str]:
     return known + sorted(found - set(known))
 
 
-def ensemble_weights(metrics_dir: Path, members: list[str]) -> tuple[tuple[float, ...], str]:
-    """(weights, where they came from) for the tuned models ``members`` (``<arch>-tuned``).
+def ensemble_choice(tuned: list[ModelChoice], metrics_dir: Path,
+                    evaluate_section: dict[str, Any] | None) -> ModelChoice | str:
+    """The ensemble the evaluate stage scores (``evaluate.ensemble`` and
+    ``evaluate.ensemble_weighting`` of params.yaml, weights from ``metrics_dir/train``) over the
+    ``tuned`` models, or the reason it cannot be built (a missing weight is never replaced by
+    an equal one: that would be another ensemble)."""
+    try:
+        kind, weighting = ensembles.settings(evaluate_section)
+        weights = ensembles.member_weights(weighting, [choice.name for choice in tuned],
+                                           metrics_dir / "train")
+    except EnsembleError as error:
+        return str(error)
+    origin = "equal" if weights is None else f"val_accuracy from {metrics_dir / 'train'}"
+    if kind == "hard":
+        origin = "none (majority vote)"
+    return ModelChoice(
+        ENSEMBLE, ENSEMBLE, members=tuple(tuned),
+        weights=tuple(weights) if weights is not None else tuple(1.0 for _ in tuned),
+        weights_from=origin, vote=kind,
+        detail=f"{kind} vote of {', '.join(c.name for c in tuned)}; weights: {origin}")
 
-    The ``val_accuracy`` of ``metrics_dir/train/<member>.json`` for each member; equal weights
-    when any is missing, unreadable or not a positive finite number, so that one stale file
-    cannot tilt the vote.
-    """
-    weights = []
-    for member in members:
-        path = metrics_dir / "train" / f"{member}.json"
-        try:
-            value = float(json.loads(path.read_text(encoding="utf-8"))["val_accuracy"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return tuple(1.0 for _ in members), f"equal (no val_accuracy in {path})"
-        if not math.isfinite(value) or value <= 0:
-            return tuple(1.0 for _ in members), f"equal ({path}: val_accuracy is {value})"
-        weights.append(value)
-    return tuple(weights), f"val_accuracy from {metrics_dir / 'train'}"
 
-
-def find_models(models_dir: Path, metrics_dir: Path) -> list[ModelChoice]:
-    """Every model the app can run: the champion, the ensemble, then each architecture's
-    untuned and tuned model."""
+def find_models(models_dir: Path, metrics_dir: Path,
+                evaluate_section: dict[str, Any] | None = None) -> list[ModelChoice]:
+    """Every model the app can run: the champion, the ensemble (:func:`ensemble_choice`, when
+    it can be built), then each architecture's untuned and tuned model."""
     choices: list[ModelChoice] = []
     report = champion_report(models_dir, metrics_dir)
     if report is not None:
@@ -107,10 +112,9 @@ def find_models(models_dir: Path, metrics_dir: Path) -> list[ModelChoice]:
                for ref in references if ref.path(models_dir).is_file()]
     tuned = [choice for choice in singles if choice.variant == "tuned"]
     if len(tuned) >= 2:
-        weights, origin = ensemble_weights(metrics_dir, [choice.name for choice in tuned])
-        choices.append(ModelChoice(
-            ENSEMBLE, ENSEMBLE, members=tuple(tuned), weights=weights, weights_from=origin,
-            detail=f"soft vote of {', '.join(c.name for c in tuned)}; weights: {origin}"))
+        ensemble = ensemble_choice(tuned, metrics_dir, evaluate_section)
+        if isinstance(ensemble, ModelChoice):
+            choices.append(ensemble)
     return choices + singles
 
 

@@ -15,7 +15,7 @@ from pathlib import PurePath
 
 import numpy as np
 
-from handwriting.evaluation.metrics import soft_vote
+from handwriting.evaluation.ensemble import vote
 from handwriting.imaging import ImageError, PreprocessSettings, preprocess_with
 from handwriting.serving.predictor import Prediction, Predictor
 
@@ -92,8 +92,9 @@ def predict(predictor: Predictor, image: InputImage, model: str) -> Outcome:
 
 
 def predict_ensemble(members: Sequence[Predictor], weights: Sequence[float],
-                     image: InputImage, model: str = "ensemble") -> Outcome:
-    """The weighted soft vote of ``members`` (the ``evaluate`` stage's ensemble) for one image.
+                     image: InputImage, model: str = "ensemble", kind: str = "soft") -> Outcome:
+    """The ``kind`` vote (soft: weighted by ``weights``; hard: majority) of ``members`` (the
+    ``evaluate`` stage's ensemble) for one image.
 
     Each member preprocesses with its own settings, as it would alone; the input shown is the
     first member's.
@@ -101,8 +102,8 @@ def predict_ensemble(members: Sequence[Predictor], weights: Sequence[float],
     if not members:
         raise ValueError("the ensemble has no members; train the tuned models with `dvc repro`")
     inputs = [member.preprocess(image.data, name=image.name) for member in members]
-    probabilities = soft_vote([member.probabilities(x[None])[0]
-                               for member, x in zip(members, inputs)], list(weights))
+    probabilities = vote(kind, [member.probabilities(x[None])[0]
+                                for member, x in zip(members, inputs)], list(weights))
     return Outcome(model, members[0].top(probabilities, TOP_K), inputs[0])
 
 

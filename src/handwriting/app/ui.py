@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from handwriting.app.catalog import ENSEMBLE, ModelChoice
+from handwriting.app.catalog import ENSEMBLE, ModelChoice, ensemble_choice, find_models
 from handwriting.app.config import AppConfig
 from handwriting.app.features import Explanation, LayerMaps, explanation, feature_maps
 from handwriting.app.inference import InputImage, Outcome, predict, predict_ensemble
@@ -51,6 +51,37 @@ def preprocess_settings(app: AppConfig) -> tuple[PreprocessSettings | None, str]
     if not app.params.is_file():
         return None, f"{app.params} not found: default preprocessing settings"
     return _read_settings(str(app.params), app.params.stat().st_mtime_ns)
+
+
+@st.cache_data(show_spinner=False)
+def _read_evaluate_section(path: str, stamp: int) -> dict | None:
+    from handwriting.params import ParamsError, load_params
+
+    try:
+        return load_params(path).evaluate
+    except (ParamsError, OSError, ValueError):
+        return None
+
+
+def _evaluate_section(app: AppConfig) -> dict | None:
+    if not app.params.is_file():
+        return None
+    return _read_evaluate_section(str(app.params), app.params.stat().st_mtime_ns)
+
+
+def models(app: AppConfig) -> list[ModelChoice]:
+    """Every model the app offers (:func:`~handwriting.app.catalog.find_models`), the ensemble
+    as params.yaml's ``evaluate`` section defines it."""
+    return find_models(app.models_dir, app.metrics_dir, _evaluate_section(app))
+
+
+def ensemble_problem(app: AppConfig, choices: list[ModelChoice]) -> str | None:
+    """Why the ensemble is not offered although two tuned models are there, or None."""
+    tuned = [choice for choice in choices if choice.variant == "tuned"]
+    if len(tuned) < 2 or any(choice.kind == ENSEMBLE for choice in choices):
+        return None
+    found = ensemble_choice(tuned, app.metrics_dir, _evaluate_section(app))
+    return found if isinstance(found, str) else None
 
 
 def _stamp(path: Path) -> int:
@@ -94,7 +125,7 @@ def run_model(choice: ModelChoice, image: InputImage,
     """
     if choice.kind == ENSEMBLE:
         members = [predictor(member, settings) for member in choice.members]
-        return predict_ensemble(members, choice.weights, image, choice.name)
+        return predict_ensemble(members, choice.weights, image, choice.name, choice.vote)
     return predict(predictor(choice, settings), image, choice.name)
 
 

@@ -125,25 +125,3 @@ def confused_pairs(y_true: np.ndarray, predicted: np.ndarray,
              "same_letter_other_case": bool(case_fold(pairs[i, :1])[0]
                                             == case_fold(pairs[i, 1:])[0])}
             for i in order]
-
-
-def soft_vote(probabilities: list[np.ndarray], weights: list[float] | None = None) -> np.ndarray:
-    """Weighted average of the models' probabilities (equal weights by default)."""
-    stacked = np.stack(probabilities)
-    w = np.ones(len(probabilities)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != (len(probabilities),) or (w < 0).any() or w.sum() == 0:
-        raise ValueError(f"ensemble weights must be {len(probabilities)} non-negative numbers "
-                         f"that are not all 0, got {weights}")
-    return np.tensordot(w / w.sum(), stacked, axes=1)
-
-
-def hard_vote(probabilities: list[np.ndarray]) -> np.ndarray:
-    """Majority vote of the models' top-1 classes, as one-hot 'probabilities' (share of votes);
-    ties go to the class with the highest summed probability."""
-    stacked = np.stack(probabilities)
-    votes = np.zeros(stacked.shape[1:])
-    rows = np.arange(stacked.shape[1])
-    for member in stacked:
-        votes[rows, member.argmax(axis=1)] += 1
-    votes += 1e-6 * stacked.sum(axis=0)  # tie-break
-    return votes / votes.sum(axis=1, keepdims=True)

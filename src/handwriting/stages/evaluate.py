@@ -29,14 +29,13 @@ import numpy as np
 from handwriting import labels
 from handwriting.datasets import load_arrays, write_csv, write_json
 from handwriting.evaluation import champion as champion_policy
-from handwriting.evaluation.ensemble import ensemble_weights
+from handwriting.evaluation import ensemble as ensembles
+from handwriting.evaluation.ensemble import EnsembleError
 from handwriting.evaluation.metrics import (
     bootstrap_intervals,
     classification_metrics,
     confused_pairs,
-    hard_vote,
     per_class_report,
-    soft_vote,
 )
 from handwriting.models.reference import VARIANTS, ModelRef, tuned_names
 from handwriting.params import Params, load_params
@@ -144,8 +143,8 @@ def choose_champion(params: Params, split_dir: Path, models: dict[str, Any],
     tuned = tuned_names(params.train["architectures"])
     probabilities = {key: predict_all(predictors[key], val["images"]) for key in tuned}
     mflops = {key: mega_multiply_adds(models[key]) for key in tuned}
-    if (params.evaluate or {}).get("ensemble", "soft") == "soft":
-        probabilities[champion_policy.ENSEMBLE] = soft_vote(
+    if ensembles.settings(params.evaluate)[0] == "soft":
+        probabilities[champion_policy.ENSEMBLE] = ensembles.soft_vote(
             [probabilities[key] for key in tuned], weights)
         mflops[champion_policy.ENSEMBLE] = round(sum(mflops[key] for key in tuned), 3)
     candidates = {key: champion_policy.Candidate(
@@ -219,11 +218,12 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
                   flush=True)
 
     tuned = tuned_names(archs)
-    weights = ensemble_weights(params, train_metrics_dir)
-    if settings.get("ensemble", "soft") == "hard":
-        vote = lambda probs: hard_vote(probs)  # noqa: E731
-    else:
-        vote = lambda probs: soft_vote(probs, weights)  # noqa: E731
+    kind, _ = ensembles.settings(settings)
+    weights = ensembles.ensemble_weights(params, train_metrics_dir)
+
+    def vote(probs: list[np.ndarray]) -> np.ndarray:
+        return ensembles.vote(kind, probs, weights)
+
     probabilities["ensemble"] = vote([probabilities[k] for k in tuned])
     ensemble = classification_metrics(y_true, probabilities["ensemble"])
     ensemble.update(bootstrap_intervals(y_true, probabilities["ensemble"],
@@ -276,7 +276,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
               ["model", "accuracy", "case_insensitive_accuracy", "merged37_accuracy", "f1_macro"],
               comparison_rows)
     table_rows = [(str(ModelRef(a, v)), v, results[a][v]) for a in archs for v in VARIANTS]
-    table_rows.append(("ensemble", f"{settings.get('ensemble', 'soft')} vote of the tuned",
+    table_rows.append(("ensemble", f"{kind} vote of the tuned",
                        ensemble))
     report = ("# Model comparison on the held-out test split\n\n"
               f"{len(y_true)} test images (originals only, never augmented); F1 and accuracy "
@@ -369,8 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--champion", type=Path, required=True,
                         help="champion.json to write (the choice and every candidate)")
     args = parser.parse_args(argv)
-    run(load_params(args.params), args.split, args.models, args.train_metrics, args.metrics,
-        args.crossdata, args.report, args.per_class, args.confused, args.plots, args.champion)
+    try:
+        run(load_params(args.params), args.split, args.models, args.train_metrics, args.metrics,
+            args.crossdata, args.report, args.per_class, args.confused, args.plots, args.champion)
+    except EnsembleError as error:
+        raise SystemExit(f"evaluate: {error}") from None
     return 0
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from handwriting.datasets import load_arrays, write_json
 from handwriting.evaluation.champion import ENSEMBLE
+from handwriting.evaluation.ensemble import EnsembleError
 from handwriting.models.reference import ModelRef, tuned_names
 from handwriting.params import Params, load_params
 
@@ -121,8 +122,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     champion; returns what metrics/serving.json holds."""
     import keras
 
-    from handwriting.evaluation.ensemble import ensemble_weights
-    from handwriting.serving.ensemble import build_soft_vote_ensemble
+    from handwriting.evaluation.ensemble import build_soft_vote_ensemble, ensemble_weights
     from handwriting.serving.onnx_export import agreement, export_onnx, quantize_int8
     from handwriting.serving.predictor import (
         INT8_FILE,
@@ -302,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-register", action="store_true",
                         help="skip the MLflow registry (the files are still written)")
     args = parser.parse_args(argv)
-    run(load_params(args.params), args.split, args.models, args.train_metrics, args.champion,
-        args.serving, args.onnx, args.metrics, register=not args.no_register)
+    try:
+        run(load_params(args.params), args.split, args.models, args.train_metrics, args.champion,
+            args.serving, args.onnx, args.metrics, register=not args.no_register)
+    except EnsembleError as error:
+        raise SystemExit(f"export: {error}") from None
     return 0
 
 

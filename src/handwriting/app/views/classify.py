@@ -4,7 +4,7 @@ import streamlit as st
 
 from handwriting import labels
 from handwriting.app import ui
-from handwriting.app.catalog import ENSEMBLE, default_selection, find_models
+from handwriting.app.catalog import ENSEMBLE, default_selection
 from handwriting.app.config import MAX_UPLOAD_MB, UPLOAD_TYPES
 from handwriting.app.features import as_uint8, enlarge, mosaic
 from handwriting.app.inference import (
@@ -21,7 +21,7 @@ from handwriting.serving.predictor import UNSURE_MESSAGE
 app = ui.config()
 st.title("Classify a letter")
 
-choices = find_models(app.models_dir, app.metrics_dir)
+choices = ui.models(app)
 if not choices:
     ui.need_repro(f"No trained models were found in `{app.models_dir}`, so there is nothing to "
                   "classify with yet.")

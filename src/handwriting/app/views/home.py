@@ -3,7 +3,7 @@
 import streamlit as st
 
 from handwriting.app import ui
-from handwriting.app.catalog import champion_report, find_models
+from handwriting.app.catalog import champion_report
 from handwriting.feedback import count_corrections
 
 app = ui.config()
@@ -19,7 +19,7 @@ st.page_link("views/classify.py", label="Classify a letter", icon=":material/dra
 st.page_link("views/models.py", label="Compare the models", icon=":material/leaderboard:")
 
 st.header("Models")
-choices = find_models(app.models_dir, app.metrics_dir)
+choices = ui.models(app)
 if not choices:
     ui.need_repro(f"No trained models were found in `{app.models_dir}`.")
     st.markdown("`dvc repro` builds the data, trains the six architectures (untuned and tuned), "
@@ -30,9 +30,13 @@ else:
     st.dataframe(
         [{"model": choice.name, "kind": choice.kind,
           "source": str(choice.path) if choice.path else
-          f"soft vote of {len(choice.members)} tuned models; weights: {choice.weights_from}"}
+          f"{choice.vote} vote of {len(choice.members)} tuned models; weights: "
+          f"{choice.weights_from}"}
          for choice in choices],
         hide_index=True)
+    problem = ui.ensemble_problem(app, choices)
+    if problem:
+        st.caption(f"No ensemble: {problem}")
 
 st.subheader("Champion")
 report = champion_report(app.models_dir, app.metrics_dir)
