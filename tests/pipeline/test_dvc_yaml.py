@@ -81,7 +81,7 @@ def test_every_param_read_is_declared(name):
     if "arch_settings(params" in source:  # train.<arch>: one section per stage instance
         read.add("train.${item}")
     if "tune_settings(params" in source:
-        from handwriting.stages.tune import SEARCH_SETTINGS
+        from handwriting.models.search import SEARCH_SETTINGS
 
         read |= {f"tune.{key}" for key in SEARCH_SETTINGS} | {"tune.${item}"}
     # `(params.evaluate or {}).get("key", ...)` reads one key; any other use the whole section.

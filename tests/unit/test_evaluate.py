@@ -143,8 +143,16 @@ def test_evaluate_runs_and_says_so_without_external_datasets(tiny_project, capsy
 def test_a_missing_model_is_a_clear_error(tiny_project):
     root = tiny_project
     (root / "models" / "gru" / "tuned.keras").unlink()
-    with pytest.raises(SystemExit, match="gru/tuned.keras is missing; run `dvc repro`"):
+    with pytest.raises(FileNotFoundError, match="gru/tuned.keras is missing; run `dvc repro`"):
         evaluate.run(load_params(root / "params.yaml"), root / "split", root / "models",
                      root / "metrics" / "train", root / "e.json", root / "c.json",
                      root / "r.md", root / "pc", root / "cp.csv", root / "plots",
                      root / "ch.json")
+    # The stage's command line says it in one line.
+    with pytest.raises(SystemExit, match=r"^evaluate: .*gru/tuned.keras is missing"):
+        evaluate.main(["--params", str(root / "params.yaml"), "--split", str(root / "split"),
+                       "--models", str(root / "models"), "--train-metrics",
+                       str(root / "metrics" / "train"), "--metrics", str(root / "e.json"),
+                       "--crossdata", str(root / "c.json"), "--report", str(root / "r.md"),
+                       "--per-class", str(root / "pc"), "--confused", str(root / "cp.csv"),
+                       "--plots", str(root / "plots"), "--champion", str(root / "ch.json")])

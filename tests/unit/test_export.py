@@ -27,7 +27,8 @@ from handwriting.imaging import to_uint8  # noqa: E402
 from handwriting.params import load_params  # noqa: E402
 from handwriting.serving.predictor import UNSURE_MESSAGE, Predictor  # noqa: E402
 from handwriting.serving.pyfunc import ALIAS, register_champion  # noqa: E402
-from handwriting.stages import evaluate, export  # noqa: E402
+from handwriting.evaluation import comparison  # noqa: E402
+from handwriting.stages import export  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.unit.test_serving import bar, bars, png_bytes  # noqa: E402
 
@@ -116,9 +117,9 @@ def project(tmp_path_factory):
             json.dumps({"val_accuracy": 0.9 if arch == "lenet5" else 0.1}))
     params = load_params(root / "params.yaml")
     keyed = {f"{arch}-tuned": model for arch, model in models.items()}
-    decision = evaluate.choose_champion(
+    decision = comparison.choose_champion(
         params, root / "split", keyed,
-        {key: evaluate.fast_predictor(model, 32) for key, model in keyed.items()}, [0.9, 0.1])
+        {key: comparison.fast_predictor(model, 32) for key, model in keyed.items()}, [0.9, 0.1])
     (root / "metrics" / "champion.json").write_text(json.dumps(decision))
     return root
 
@@ -213,8 +214,10 @@ def test_the_alias_rule_compares_scores_under_the_compute_budget():
 
 def test_the_champion_does_not_depend_on_the_machine_s_load(project, tmp_path, monkeypatch):
     # A busy machine: every latency measured 100 times slower. The choice is the same.
-    slow = export.end_to_end_latency_ms
-    monkeypatch.setattr(export, "end_to_end_latency_ms", lambda predictor, files: {
+    from handwriting.serving import figures as measure
+
+    slow = measure.end_to_end_latency_ms
+    monkeypatch.setattr(measure, "end_to_end_latency_ms", lambda predictor, files: {
         key: value * 100 for key, value in slow(predictor, files[:5]).items()})
     figures = export.run(load_params(project / "params.yaml"), project / "split",
                          project / "models", project / "metrics" / "train",

@@ -11,6 +11,8 @@ import yaml
 from handwriting import labels
 from handwriting.datasets import save_arrays
 from handwriting.params import load_params
+from handwriting.models import search
+from handwriting.params import ParamsError
 from handwriting.stages import tune
 from tests.conftest import REPO
 
@@ -46,8 +48,8 @@ def trials_of(study):
 def test_a_seeded_search_gives_the_same_trials_twice(tmp_path, tiny_split, mlflow_store,
                                                      sampler):
     params = load_params(write_params(tmp_path, sampler=sampler))
-    _, first = tune.search("lenet5", params, tiny_split)
-    _, second = tune.search("lenet5", params, tiny_split)
+    _, first = search.search("lenet5", params, tiny_split)
+    _, second = search.search("lenet5", params, tiny_split)
     assert len(first.trials) == 3
     assert trials_of(first) == trials_of(second)
     if sampler == "grid":  # a grid never repeats a point
@@ -69,7 +71,7 @@ def test_failing_trials_do_not_end_the_search_and_are_recorded(tmp_path, tiny_sp
 
     monkeypatch.setattr(zoo, "build", build_that_breaks)
     params = load_params(write_params(tmp_path, sampler="grid", n_trials=8))
-    best, study = tune.search("lenet5", params, tiny_split)
+    best, study = search.search("lenet5", params, tiny_split)
     states = [t.state.name for t in study.trials]
     assert len(states) == 8 and states.count("FAIL") == 4 and states.count("COMPLETE") == 4
     assert best["dropout"] == 0.3
@@ -91,8 +93,8 @@ def test_a_nan_loss_fails_the_trial_and_all_failed_is_a_clear_error(tmp_path, ti
                                                                     mlflow_store):
     params = load_params(write_params(tmp_path, lenet5={"learning_rate": [1e12],
                                                         "optimizer": ["sgd"]}, n_trials=2))
-    with pytest.raises(SystemExit, match="all 2 trials of lenet5 failed or were pruned"):
-        tune.search("lenet5", params, tiny_split)
+    with pytest.raises(search.SearchError, match="all 2 trials of lenet5 failed or were pruned"):
+        search.search("lenet5", params, tiny_split)
 
 
 def test_pruned_trials_are_marked(tmp_path, tiny_split, mlflow_store, monkeypatch):
@@ -100,7 +102,7 @@ def test_pruned_trials_are_marked(tmp_path, tiny_split, mlflow_store, monkeypatc
 
     params = load_params(write_params(tmp_path, n_trials=4, trial_epochs=2, pruner="median"))
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number >= 2)
-    _, study = tune.search("lenet5", params, tiny_split)
+    _, study = search.search("lenet5", params, tiny_split)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"]
 
 
@@ -119,8 +121,16 @@ def test_run_writes_best_params_tuned_model_history_and_summary(tmp_path, tiny_s
 
 def test_bad_settings_are_clear_errors(tmp_path):
     params = load_params(write_params(tmp_path, sampler="annealing"))
-    with pytest.raises(SystemExit, match="tune.sampler must be one of random, grid, tpe"):
-        tune.tune_settings(params, "lenet5")
+    with pytest.raises(ParamsError, match="tune.sampler must be one of random, grid, tpe"):
+        search.tune_settings(params, "lenet5")
     params = load_params(write_params(tmp_path))
-    with pytest.raises(SystemExit, match="no search space tune.resnet"):
-        tune.tune_settings(params, "resnet")
+    with pytest.raises(ParamsError, match="no search space tune.resnet"):
+        search.tune_settings(params, "resnet")
+    # The stage's command line says it in one line.
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match=r"^tune: tune.sampler must be one of random, grid"):
+        tune.main(["--arch", "lenet5", "--params", str(write_params(tmp_path,
+                                                                     sampler="annealing")),
+                   "--split", str(tmp_path / "split"), "--best-params", str(out / "b.json"),
+                   "--model", str(out / "m.keras"), "--history", str(out / "h.csv"),
+                   "--metrics", str(out / "m.json")])

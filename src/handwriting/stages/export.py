@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,60 +35,7 @@ from handwriting.evaluation.ensemble import EnsembleError
 from handwriting.models.reference import ModelRef, tuned_names
 from handwriting.params import Params, load_params
 
-# Side of the dark-on-white PNGs the latency figure decodes: a typical small upload, so the
-# figure includes real decoding and cropping work, not only the model.
-LATENCY_IMAGE_SIDE = 128
-WARM_UP_CALLS = 20
-THROUGHPUT_SECONDS = 1.5
 CALIBRATION_IMAGES = 512
-
-
-def latency_pngs(images: np.ndarray, count: int) -> list[bytes]:
-    """``count`` PNG files made from preprocessed uint8 images (ink = 255): dark ink on white,
-    enlarged to LATENCY_IMAGE_SIDE pixels, as a user's upload would be."""
-    import cv2
-
-    files = []
-    for index in range(count):
-        image = 255 - images[index % len(images)]
-        image = cv2.resize(image, (LATENCY_IMAGE_SIDE, LATENCY_IMAGE_SIDE),
-                           interpolation=cv2.INTER_LINEAR)
-        ok, encoded = cv2.imencode(".png", image)
-        if not ok:
-            raise RuntimeError("OpenCV could not encode a PNG")
-        files.append(encoded.tobytes())
-    return files
-
-
-def end_to_end_latency_ms(predictor, files: list[bytes]) -> dict[str, float]:
-    """p50 and p99 wall time (ms) of ``predictor.predict(png_bytes, top_k=5)``, one image per
-    call, after a warm-up."""
-    for data in files[:WARM_UP_CALLS]:
-        predictor.predict(data, top_k=5)
-    times = []
-    for data in files:
-        start = time.perf_counter()
-        predictor.predict(data, top_k=5)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return {"p50_ms": round(float(np.percentile(times, 50)), 4),
-            "p99_ms": round(float(np.percentile(times, 99)), 4)}
-
-
-def batched_throughput(predictor, images: np.ndarray, batch_size: int) -> float:
-    """Preprocessed images per second through ``predictor.probabilities`` in batches of
-    ``batch_size``, measured over at least THROUGHPUT_SECONDS."""
-    reps = -(-batch_size // len(images))
-    batch = np.concatenate([images] * reps)[:batch_size]
-    predictor.probabilities(batch)  # warm-up
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < THROUGHPUT_SECONDS:
-        predictor.probabilities(batch)
-        done += len(batch)
-    return round(done / (time.perf_counter() - start), 1)
-
-
-def _size_mb(path: Path) -> float:
-    return round(path.stat().st_size / 2**20, 3)
 
 
 def read_decision(path: Path, params: Params) -> dict[str, Any]:
@@ -123,14 +68,8 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     import keras
 
     from handwriting.evaluation.ensemble import build_soft_vote_ensemble, ensemble_weights
-    from handwriting.serving.onnx_export import agreement, export_onnx, quantize_int8
-    from handwriting.serving.predictor import (
-        INT8_FILE,
-        KERAS_FILE,
-        ONNX_FILE,
-        Predictor,
-        write_serving_dir,
-    )
+    from handwriting.serving import figures as measure
+    from handwriting.serving.predictor import KERAS_FILE, write_serving_dir
 
     if params.export is None:
         raise SystemExit("export: params.yaml has no 'export' section; see the README")
@@ -138,107 +77,65 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     archs = list(params.train["architectures"])
     val = load_arrays(split_dir / "val", "images", "labels")
     test = load_arrays(split_dir / "test", "images", "labels")
-    val_inputs = val["images"].astype(np.float32) / 255.0
     test_inputs = test["images"].astype(np.float32) / 255.0
-
-    settings = params.export
-    files = latency_pngs(test["images"], settings.latency_calls)
+    files = measure.latency_pngs(test["images"], params.export.latency_calls)
     models: dict[str, Any] = {}
     exports: dict[str, Any] = {}
-    for arch in archs:
-        reference = ModelRef.tuned(arch)
+    for reference in map(ModelRef.tuned, archs):
         key, path = str(reference), reference.path(models_dir)
         if not path.is_file():
-            raise SystemExit(f"export: {path} is missing; run `dvc repro` to tune {arch}")
-        models[key] = model = keras.saving.load_model(path, compile=False)
-        onnx_path = export_onnx(model, onnx_dir / f"{key}.onnx")
-        int8_path = quantize_int8(onnx_path, onnx_dir / f"{key}.int8.onnx")
-        exports[key] = {
-            "onnx": _rounded(agreement(model, onnx_path, test_inputs)),
-            "int8": _rounded(agreement(model, int8_path, test_inputs)),
-            "onnx_mb": _size_mb(onnx_path), "int8_mb": _size_mb(int8_path),
-            "latency_p50_ms": end_to_end_latency_ms(
-                Predictor(onnx_path, params.preprocessing), files)["p50_ms"],
-        }
-        print(f"export: {key}: end to end p50 {exports[key]['latency_p50_ms']:.3f} ms; ONNX "
-              f"agrees on {exports[key]['onnx']['top1_agreement']:.4f}, int8 on "
-              f"{exports[key]['int8']['top1_agreement']:.4f} of the test images", flush=True)
-
+            raise SystemExit(f"export: {path} is missing; run `dvc repro` to tune "
+                             f"{reference.arch}")
+        models[key] = keras.saving.load_model(path, compile=False)
+        exports[key] = measure.export_and_check(models[key], key, onnx_dir, test_inputs, files,
+                                                params.preprocessing)
     weights = None
     if ENSEMBLE in decision["candidates"]:
         weights = ensemble_weights(params, train_metrics_dir)
-        members = tuned_names(archs)
-        models[ENSEMBLE] = build_soft_vote_ensemble([models[key] for key in members], weights)
-        onnx_path = export_onnx(models[ENSEMBLE], onnx_dir / f"{ENSEMBLE}.onnx")
-        exports[ENSEMBLE] = {
-            "onnx": _rounded(agreement(models[ENSEMBLE], onnx_path, test_inputs)),
-            "onnx_mb": _size_mb(onnx_path),
-            "latency_p50_ms": end_to_end_latency_ms(
-                Predictor(onnx_path, params.preprocessing), files)["p50_ms"],
-        }
-        print(f"export: ensemble: end to end p50 {exports[ENSEMBLE]['latency_p50_ms']:.3f} ms",
-              flush=True)
+        models[ENSEMBLE] = build_soft_vote_ensemble([models[k] for k in tuned_names(archs)],
+                                                    weights)
+        exports[ENSEMBLE] = measure.export_and_check(models[ENSEMBLE], ENSEMBLE, onnx_dir,
+                                                     test_inputs, files, params.preprocessing,
+                                                     int8=False)
 
-    champion = decision["champion"]
+    champion, threshold = decision["champion"], float(decision["unsure"]["threshold"])
     chosen = decision["candidates"][champion]
-    threshold = float(decision["unsure"]["threshold"])
-    print(f"export: champion (named by evaluate): {champion} (validation F1 "
-          f"{chosen['val_f1_macro']:.4f}, {chosen['mflops']:.2f} M multiply-adds, end to end "
-          f"p50 {exports[champion]['latency_p50_ms']:.3f} ms; not sure below {threshold:.3f})",
-          flush=True)
-    if decision.get("fallback_to_cheapest"):
-        print("export: WARNING: no candidate fits export.compute_budget_mflops = "
-              f"{decision['compute_budget_mflops']}; serving the cheapest one", flush=True)
-
+    _say_champion(decision, exports[champion]["latency_p50_ms"])
     description: dict[str, Any] = {"name": champion, "val_f1_macro": chosen["val_f1_macro"],
                                    "mflops": chosen["mflops"]}
     if champion == ENSEMBLE:
         description.update(members=tuned_names(archs),
                            weights=[round(w, 6) for w in (weights or [1.0] * len(archs))])
-    champion_model = models[champion]
-    write_serving_dir(serving_dir, champion_model, params.preprocessing,
-                      calibration_images=val_inputs[:CALIBRATION_IMAGES],
-                      description=description, unsure_threshold=threshold)
-
+    calibration = val["images"][:CALIBRATION_IMAGES].astype(np.float32) / 255.0
+    write_serving_dir(serving_dir, models[champion], params.preprocessing,
+                      calibration_images=calibration, description=description,
+                      unsure_threshold=threshold)
     figures: dict[str, Any] = {
         "champion": champion, "val_f1_macro": chosen["val_f1_macro"],
         "compute_budget_mflops": decision["compute_budget_mflops"],
         "unsure_threshold": threshold,
         "candidates": {key: {**entry, "latency_p50_ms": exports[key]["latency_p50_ms"]}
                        for key, entry in sorted(decision["candidates"].items())},
+        **measure.served_figures(serving_dir, models[champion], test_inputs, test["labels"],
+                                 files, params.export.throughput_batch),
+        "keras_mb": measure.size_mb(serving_dir / KERAS_FILE), "exports": exports,
     }
-    threads = max(1, os.cpu_count() or 1)
-    for variant, file_name in (("onnx", ONNX_FILE), ("int8", INT8_FILE)):
-        single = Predictor.from_directory(serving_dir, variant=variant)
-        batched = Predictor.from_directory(serving_dir, variant=variant,
-                                           intra_op_threads=threads)
-        predicted = batched.probabilities(test_inputs).argmax(axis=1)
-        figures[variant] = {
-            **_rounded(agreement(champion_model, serving_dir / file_name, test_inputs)),
-            "test_accuracy": round(float(np.mean(predicted == test["labels"])), 6),
-            "size_mb": _size_mb(serving_dir / file_name),
-            "latency_end_to_end": end_to_end_latency_ms(single, files),
-            "throughput_images_per_s": batched_throughput(batched, test_inputs,
-                                                          settings.throughput_batch),
-            "throughput_threads": threads,
-        }
-        print(f"export: champion {variant}: test accuracy "
-              f"{figures[variant]['test_accuracy']:.4f}, agreement "
-              f"{figures[variant]['top1_agreement']:.4f}, end to end p50 "
-              f"{figures[variant]['latency_end_to_end']['p50_ms']:.3f} ms, batched "
-              f"{figures[variant]['throughput_images_per_s']:.0f} images/s", flush=True)
-    figures["keras_mb"] = _size_mb(serving_dir / KERAS_FILE)
-    figures["exports"] = exports
     write_json(metrics_path, figures)
-
     if register:
         _register(params, serving_dir, champion, chosen, files[0], figures)
     return figures
 
 
-def _rounded(values: dict[str, float]) -> dict[str, float]:
-    return {key: (value if isinstance(value, int) else round(float(value), 8))
-            for key, value in values.items()}
+def _say_champion(decision: dict[str, Any], latency_ms: float) -> None:
+    champion = decision["champion"]
+    chosen = decision["candidates"][champion]
+    print(f"export: champion (named by evaluate): {champion} (validation F1 "
+          f"{chosen['val_f1_macro']:.4f}, {chosen['mflops']:.2f} M multiply-adds, end to end "
+          f"p50 {latency_ms:.3f} ms; not sure below {decision['unsure']['threshold']:.3f})",
+          flush=True)
+    if decision.get("fallback_to_cheapest"):
+        print("export: WARNING: no candidate fits export.compute_budget_mflops = "
+              f"{decision['compute_budget_mflops']}; serving the cheapest one", flush=True)
 
 
 def _register(params: Params, serving_dir: Path, champion: str, chosen: dict[str, Any],

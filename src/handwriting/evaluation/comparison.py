@@ -1,0 +1,346 @@
+"""Scoring models for the comparison: the compiled fast path, latency, every model's figures on
+a labelled set, the ensemble's, the champion's decision, the per-model files and the report.
+The evaluate stage calls these in order (:mod:`handwriting.stages.evaluate`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handwriting import labels
+from handwriting.datasets import load_arrays, write_csv
+from handwriting.evaluation import champion as champion_policy
+from handwriting.evaluation import ensemble as ensembles
+from handwriting.evaluation.metrics import (
+    bootstrap_intervals,
+    classification_metrics,
+    confused_pairs,
+    per_class_report,
+)
+from handwriting.models.reference import VARIANTS, ModelRef, tuned_names
+from handwriting.params import Params
+
+ROC_GRID = np.linspace(0.0, 1.0, 101)
+CROSSDATA_FIGURES = ("accuracy", "case_insensitive_accuracy", "merged37_accuracy", "f1_macro",
+                     "top5_accuracy")
+
+
+def fast_predictor(model, image_size: int):
+    """The model called as a compiled function: ~ms per image where ``model.predict`` costs
+    ~100 ms of set-up on every call."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((None, image_size, image_size, 1), tf.float32)],
+                 reduce_retracing=True)
+    def predict(batch):
+        return model(batch, training=False)
+
+    return lambda batch: predict(tf.constant(batch, tf.float32)).numpy()
+
+
+def median_latency_ms(predict_fns: list, image: np.ndarray, calls: int) -> float:
+    """Median wall time (ms) of one single-image call through every function in turn."""
+    batch = image[None, ..., None].astype(np.float32)
+    for _ in range(5):  # warm-up: tracing and first-call allocations
+        for fn in predict_fns:
+            fn(batch)
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        for fn in predict_fns:
+            fn(batch)
+        times.append((time.perf_counter() - started) * 1000.0)
+    return round(statistics.median(times), 4)
+
+
+def predict_all(predict_fn, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Probabilities of uint8 images [N, S, S], batched."""
+    outputs = [predict_fn(images[i:i + batch_size].astype(np.float32)[..., None] / 255.0)
+               for i in range(0, len(images), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, labels.NUM_CLASSES))
+
+
+def roc_curve_points(y_true: np.ndarray, probabilities: np.ndarray) -> list[tuple[float, float]]:
+    """Micro-averaged one-vs-rest ROC curve, resampled on 101 false-positive rates."""
+    from sklearn.metrics import roc_curve
+
+    truth = np.zeros_like(probabilities, dtype=bool)
+    truth[np.arange(len(y_true)), y_true] = True
+    fpr, tpr, _ = roc_curve(truth.ravel(), probabilities.ravel())
+    return [(round(float(x), 4), round(float(y), 6)) for x, y in
+            zip(ROC_GRID, np.interp(ROC_GRID, fpr, tpr))]
+
+
+def explanation_rows(y_true: np.ndarray, predicted: np.ndarray, seed: int,
+                     count: int) -> np.ndarray:
+    """A fixed sample of test rows, half of them misclassified when there are enough."""
+    order = np.random.default_rng(seed).permutation(len(y_true))
+    wrong = [i for i in order if predicted[i] != y_true[i]][: count // 2]
+    right = [i for i in order if predicted[i] == y_true[i]][: count - len(wrong)]
+    return np.array(sorted(right + wrong), dtype=np.int64)
+
+
+def _report_table(rows: list[tuple[str, str, dict[str, Any]]], champion: str) -> str:
+    """The seed's comparison table (model, variant, precision, recall, F1, ROC-AUC), extended."""
+    lines = ["| model | variant | precision | recall | F1 (95 % CI) | ROC-AUC | "
+             "accuracy (95 % CI) | case-insensitive accuracy | merged-37 accuracy | top-5 | "
+             "latency (ms) | size (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key, variant, m in rows:
+        name = ModelRef.parse(key).arch if key != champion_policy.ENSEMBLE else key
+        flags = " (pretrained: false)" if "vgg" in name and not m["pretrained"] else ""
+        flags += " **champion**" if key == champion else ""
+        lines.append(
+            f"| {name}{flags} | {variant} | {m['precision_macro']:.3f} | "
+            f"{m['recall_macro']:.3f} | {m['f1_macro']:.3f} "
+            f"({m['f1_macro_ci95_low']:.3f}-{m['f1_macro_ci95_high']:.3f}) | "
+            f"{m.get('roc_auc_ovr_macro', float('nan')):.3f} | {m['accuracy']:.3f} "
+            f"({m['accuracy_ci95_low']:.3f}-{m['accuracy_ci95_high']:.3f}) | "
+            f"{m['case_insensitive_accuracy']:.3f} | {m['merged37_accuracy']:.3f} | "
+            f"{m['top5_accuracy']:.3f} | {m['latency_ms']:.2f} | {m['size_mb']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def unsure_section(unsure: dict[str, Any]) -> str:
+    """The report's lines on the champion's "not sure" threshold and what it does."""
+    rows = "".join(f"| {name} | {e['unsure_share']:.3f} | {e['accuracy_answered']:.3f} | "
+                   f"{e['accuracy_all']:.3f} |\n"
+                   for name, e in unsure.items() if isinstance(e, dict))
+    return (f"\n## The champion's \"not sure\" answers\n\nBelow a top-1 probability of "
+            f"{unsure['threshold']:.3f} (it keeps {unsure['keep_correct']:.0%} of the correct "
+            "validation answers, `export.unsure_keep_correct`) the served champion answers "
+            "\"not sure this is a single letter\".\n\n"
+            "| images | share unsure | accuracy of the answers given | accuracy without the "
+            "threshold |\n|---|---|---|---|\n" + rows)
+
+
+def choose_champion(params: Params, split_dir: Path, models: dict[str, Any],
+                    predictors: dict[str, Any], weights: list[float] | None) -> dict[str, Any]:
+    """Score the champion candidates (the tuned models and, with a soft vote, their ensemble)
+    on the validation split, choose by :func:`handwriting.evaluation.champion.choose` and set
+    its "not sure" threshold; returns what metrics/champion.json holds."""
+    from handwriting.models.cost import mega_multiply_adds
+
+    val = load_arrays(split_dir / "val", "images", "labels")
+    tuned = tuned_names(params.train["architectures"])
+    probabilities = {key: predict_all(predictors[key], val["images"]) for key in tuned}
+    mflops = {key: mega_multiply_adds(models[key]) for key in tuned}
+    if ensembles.settings(params.evaluate)[0] == "soft":
+        probabilities[champion_policy.ENSEMBLE] = ensembles.soft_vote(
+            [probabilities[key] for key in tuned], weights)
+        mflops[champion_policy.ENSEMBLE] = round(sum(mflops[key] for key in tuned), 3)
+    candidates = {key: champion_policy.Candidate(
+        val_f1_macro=classification_metrics(val["labels"], probs)["f1_macro"],
+        mflops=mflops[key]) for key, probs in probabilities.items()}
+    choice = champion_policy.choose(candidates, params.export.compute_budget_mflops)
+    print(f"evaluate: champion: {choice.describe(candidates)}", flush=True)
+    keep = params.export.unsure_keep_correct
+    threshold = champion_policy.unsure_threshold(val["labels"], probabilities[choice.champion],
+                                                 keep)
+    unsure = {"threshold": threshold, "keep_correct": keep,
+              "val": champion_policy.unsure_effect(val["labels"],
+                                                   probabilities[choice.champion], threshold)}
+    return {**choice.as_dict(candidates), "unsure": unsure}
+
+
+
+
+@dataclass
+class Scores:
+    """Every model's figures on the test split, and what produced them, by model name."""
+
+    results: dict[str, Any] = field(default_factory=dict)  # evaluate.json's nesting
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    predictors: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    pretrained: dict[str, bool] = field(default_factory=dict)  # per architecture
+
+    def figures(self, key: str) -> dict[str, Any]:
+        """The figures of model ``key`` (``<arch>-<variant>`` or the ensemble)."""
+        if key == champion_policy.ENSEMBLE:
+            return self.results[key]
+        ref = ModelRef.parse(key)
+        return self.results[ref.arch][ref.variant]
+
+    def flat(self, architectures: list[str]) -> dict[str, float]:
+        """``{"<model>.<figure>": value}`` for every model and the ensemble (MLflow metrics)."""
+        keys = [str(ModelRef(a, v)) for a in architectures for v in VARIANTS]
+        return {f"{key}.{name}": value for key in keys + [champion_policy.ENSEMBLE]
+                for name, value in self.figures(key).items()}
+
+
+def score_models(params: Params, models_dir: Path, images: np.ndarray, y_true: np.ndarray,
+                 calls: int) -> Scores:
+    """Load every architecture's untuned and tuned model and score it on ``images``; raises
+    FileNotFoundError naming a missing model."""
+    import keras
+
+    from handwriting.models.zoo import is_pretrained
+
+    scores = Scores()
+    inputs01 = images.astype(np.float32) / 255.0
+    for arch in params.train["architectures"]:
+        scores.results[arch] = {}
+        for variant in VARIANTS:
+            reference = ModelRef(arch, variant)
+            key, path = str(reference), reference.path(models_dir)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing; run `dvc repro` to train it")
+            model = keras.models.load_model(path)
+            scores.models[key] = model
+            scores.predictors[key] = predictor = fast_predictor(model, params.base.image_size)
+            scores.probabilities[key] = probabilities = predict_all(predictor, images)
+            figures = classification_metrics(y_true, probabilities)
+            figures.update(bootstrap_intervals(y_true, probabilities, seed=params.base.seed))
+            figures.update(params=int(model.count_params()),
+                           size_mb=round(path.stat().st_size / 2**20, 3),
+                           latency_ms=median_latency_ms([predictor], inputs01[0], calls),
+                           pretrained=int(is_pretrained(model)))
+            scores.pretrained[arch] = bool(figures["pretrained"]) or "vgg" not in arch
+            scores.results[arch][variant] = figures
+            print(f"evaluate: {key}: accuracy {figures['accuracy']:.3f}, case-insensitive "
+                  f"{figures['case_insensitive_accuracy']:.3f}, merged-37 "
+                  f"{figures['merged37_accuracy']:.3f}, {figures['latency_ms']:.2f} ms/image",
+                  flush=True)
+    return scores
+
+
+def score_ensemble(params: Params, scores: Scores, images: np.ndarray, y_true: np.ndarray,
+                   calls: int, kind: str, weights: list[float] | None) -> dict[str, Any]:
+    """The ensemble of the tuned models (``kind`` vote) scored like the models; added to
+    ``scores`` under its name and returned."""
+    archs = params.train["architectures"]
+    tuned = tuned_names(archs)
+    name = champion_policy.ENSEMBLE
+    probabilities = ensembles.vote(kind, [scores.probabilities[k] for k in tuned], weights)
+    scores.probabilities[name] = probabilities
+    figures = classification_metrics(y_true, probabilities)
+    figures.update(bootstrap_intervals(y_true, probabilities, seed=params.base.seed))
+    first = images[0].astype(np.float32) / 255.0
+    figures.update(params=sum(scores.results[a]["tuned"]["params"] for a in archs),
+                   size_mb=round(sum(scores.results[a]["tuned"]["size_mb"] for a in archs), 3),
+                   latency_ms=median_latency_ms([scores.predictors[k] for k in tuned], first,
+                                                max(20, calls // 4)),
+                   pretrained=int(all(scores.pretrained.values())), members=len(tuned))
+    scores.results[name] = figures
+    print(f"evaluate: ensemble: accuracy {figures['accuracy']:.3f}", flush=True)
+    return figures
+
+
+def write_model_files(scores: Scores, images: np.ndarray, y_true: np.ndarray, *, seed: int,
+                      explain_samples: int, plots_dir: Path, per_class_dir: Path,
+                      confused_path: Path) -> None:
+    """Per model: per-class report, confusion records, most confused pairs, confident
+    mistakes, ROC curve (tuned models and ensemble), explanation grid; and the comparison
+    CSV of all of them."""
+    from handwriting.evaluation.explain import explanation_grid
+    from handwriting.evaluation.galleries import mistake_gallery
+
+    inputs01 = images.astype(np.float32) / 255.0
+    pairs_rows = []
+    comparison_rows = []
+    for key, probs in scores.probabilities.items():
+        predicted = probs.argmax(axis=1)
+        write_csv(per_class_dir / f"{key}.csv", ["class", "precision", "recall", "f1", "support"],
+                  [list(row.values()) for row in per_class_report(y_true, predicted)])
+        write_csv(plots_dir / "confusion" / f"{key}.csv", ["actual", "predicted"],
+                  [(labels.char_of(a), labels.char_of(p)) for a, p in zip(y_true, predicted)])
+        pairs_rows += [(key, p["actual"], p["predicted"], p["count"],
+                        int(p["same_letter_other_case"]))
+                       for p in confused_pairs(y_true, predicted, top=10)]
+        mistake_gallery(images, y_true, probs, plots_dir / "mistakes" / f"{key}.png",
+                        title=f"{key}: most confident mistakes (true → predicted)")
+        if key.endswith("-tuned") or key == champion_policy.ENSEMBLE:
+            write_csv(plots_dir / "roc" / f"{key}.csv", ["fpr", "tpr"],
+                      roc_curve_points(y_true, probs))
+        figures = scores.figures(key)
+        comparison_rows.append((key, round(figures["accuracy"], 4),
+                                round(figures["case_insensitive_accuracy"], 4),
+                                round(figures["merged37_accuracy"], 4),
+                                round(figures["f1_macro"], 4)))
+        if key in scores.models:
+            rows = explanation_rows(y_true, predicted, seed, explain_samples)
+            explanation_grid(scores.models[key], inputs01[rows], y_true[rows],
+                             plots_dir / "explain" / f"{key}.png",
+                             title=f"{key}: what the model looks at")
+    write_csv(confused_path, ["model", "actual", "predicted", "count", "same_letter_other_case"],
+              pairs_rows)
+    write_csv(plots_dir / "comparison.csv",
+              ["model", "accuracy", "case_insensitive_accuracy", "merged37_accuracy", "f1_macro"],
+              comparison_rows)
+
+
+def comparison_report(scores: Scores, architectures: list[str], test_images: int, kind: str,
+                      champion: str) -> str:
+    """The report's first part: the comparison table of every model and the ensemble."""
+    table_rows = [(str(ModelRef(a, v)), v, scores.results[a][v])
+                  for a in architectures for v in VARIANTS]
+    table_rows.append((champion_policy.ENSEMBLE, f"{kind} vote of the tuned",
+                       scores.results[champion_policy.ENSEMBLE]))
+    report = ("# Model comparison on the held-out test split\n\n"
+              f"{test_images} test images (originals only, never augmented); F1 and accuracy "
+              "with their 95 % bootstrap interval (1,000 resamples of the test images): "
+              "differences inside the intervals are not differences. "
+              f"The champion, served by `export`: **{champion}** (the best validation macro F1 "
+              "within `export.compute_budget_mflops`; `metrics/champion.json`).\n\n" +
+              _report_table(table_rows, champion))
+    if not all(scores.pretrained.values()):
+        report += ("\nVGG rows marked `pretrained: false` started from random weights (the "
+                   "ImageNet weights could not be loaded): they are not transfer-learning "
+                   "results.\n")
+    return report
+
+
+def score_crossdata(params: Params, scores: Scores, kind: str, weights: list[float] | None,
+                    decision: dict[str, Any], plots_dir: Path
+                    ) -> tuple[dict[str, Any], str]:
+    """The tuned models and the ensemble on every folder of ``evaluate.crossdata`` that
+    exists: (crossdata.json's datasets, the report's sections). Adds the champion's "not
+    sure" effect on each to ``decision``."""
+    from handwriting import tracking
+    from handwriting.evaluation.crossdata import read_class_folder
+
+    tuned = tuned_names(params.train["architectures"])
+    champion, threshold = decision["champion"], decision["unsure"]["threshold"]
+    crossdata: dict[str, Any] = {}
+    report = ""
+    for folder in (params.evaluate or {}).get("crossdata", []) or []:
+        root = tracking.resolve(folder)
+        if not root.is_dir():
+            print(f"evaluate: cross-dataset {folder} not found, skipped", file=sys.stderr)
+            continue
+        name = root.name
+        x, y, skipped = read_class_folder(root, params.preprocessing)
+        print(f"evaluate: cross-dataset {name}: {len(x)} images ({len(skipped)} skipped)",
+              flush=True)
+        member_probs = {key: predict_all(scores.predictors[key], x) for key in tuned}
+        member_probs[champion_policy.ENSEMBLE] = ensembles.vote(
+            kind, list(member_probs.values()), weights)
+        crossdata[name] = {"images": len(x), "skipped": len(skipped)}
+        decision["unsure"][name] = champion_policy.unsure_effect(y, member_probs[champion],
+                                                                 threshold)
+        for key, probs in member_probs.items():
+            m = classification_metrics(y, probs)
+            crossdata[name][key] = {k: m[k] for k in CROSSDATA_FIGURES}
+        write_csv(plots_dir / "crossdata" / f"{name}.csv", ["actual", "predicted"],
+                  [(labels.char_of(a), labels.char_of(p)) for a, p in
+                   zip(y, member_probs[champion_policy.ENSEMBLE].argmax(axis=1))])
+        report += (f"\n## Cross-dataset: {name} ({len(x)} images)\n\n"
+                   "| model | accuracy | case-insensitive accuracy | merged-37 accuracy | "
+                   "macro F1 | top-5 |\n|---|---|---|---|---|---|\n" +
+                   "".join(f"| {k}{' **champion**' if k == champion else ''} | "
+                           f"{v['accuracy']:.3f} | {v['case_insensitive_accuracy']:.3f} | "
+                           f"{v['merged37_accuracy']:.3f} | "
+                           f"{v['f1_macro']:.3f} | {v['top5_accuracy']:.3f} |\n"
+                           for k, v in crossdata[name].items() if isinstance(v, dict)))
+    if not crossdata:
+        print("evaluate: no external dataset found in evaluate.crossdata; cross-dataset "
+              "evaluation skipped", flush=True)
+    return crossdata, report

@@ -1,0 +1,136 @@
+"""What the export stage measures: every export checked against its Keras model, the served
+champion's variants (agreement, test accuracy, size, latency end to end, batched throughput).
+
+Latencies and throughput are reported figures; nothing is chosen by them
+(:mod:`handwriting.evaluation.champion` chooses by a compute count).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handwriting.imaging import PreprocessSettings
+
+# Side of the dark-on-white PNGs the latency figure decodes: a typical small upload, so the
+# figure includes real decoding and cropping work, not only the model.
+LATENCY_IMAGE_SIDE = 128
+WARM_UP_CALLS = 20
+THROUGHPUT_SECONDS = 1.5
+
+
+def latency_pngs(images: np.ndarray, count: int) -> list[bytes]:
+    """``count`` PNG files made from preprocessed uint8 images (ink = 255): dark ink on white,
+    enlarged to LATENCY_IMAGE_SIDE pixels, as a user's upload would be."""
+    import cv2
+
+    files = []
+    for index in range(count):
+        image = 255 - images[index % len(images)]
+        image = cv2.resize(image, (LATENCY_IMAGE_SIDE, LATENCY_IMAGE_SIDE),
+                           interpolation=cv2.INTER_LINEAR)
+        ok, encoded = cv2.imencode(".png", image)
+        if not ok:
+            raise RuntimeError("OpenCV could not encode a PNG")
+        files.append(encoded.tobytes())
+    return files
+
+
+def end_to_end_latency_ms(predictor, files: list[bytes]) -> dict[str, float]:
+    """p50 and p99 wall time (ms) of ``predictor.predict(png_bytes, top_k=5)``, one image per
+    call, after a warm-up."""
+    for data in files[:WARM_UP_CALLS]:
+        predictor.predict(data, top_k=5)
+    times = []
+    for data in files:
+        start = time.perf_counter()
+        predictor.predict(data, top_k=5)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return {"p50_ms": round(float(np.percentile(times, 50)), 4),
+            "p99_ms": round(float(np.percentile(times, 99)), 4)}
+
+
+def batched_throughput(predictor, images: np.ndarray, batch_size: int) -> float:
+    """Preprocessed images per second through ``predictor.probabilities`` in batches of
+    ``batch_size``, measured over at least THROUGHPUT_SECONDS."""
+    reps = -(-batch_size // len(images))
+    batch = np.concatenate([images] * reps)[:batch_size]
+    predictor.probabilities(batch)  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < THROUGHPUT_SECONDS:
+        predictor.probabilities(batch)
+        done += len(batch)
+    return round(done / (time.perf_counter() - start), 1)
+
+
+def size_mb(path: Path) -> float:
+    """A file's size in MiB, rounded to 3 decimals."""
+    return round(path.stat().st_size / 2**20, 3)
+
+
+def rounded(values: dict[str, float]) -> dict[str, float]:
+    """Figures rounded to 8 decimals (counts stay integers)."""
+    return {key: (value if isinstance(value, int) else round(float(value), 8))
+            for key, value in values.items()}
+
+
+def export_and_check(model, name: str, onnx_dir: Path, test_inputs: np.ndarray,
+                     files: list[bytes], settings: PreprocessSettings, *,
+                     int8: bool = True) -> dict[str, Any]:
+    """Export ``model`` to ``onnx_dir/<name>.onnx`` (and ``.int8.onnx``), check each export
+    against the Keras model on ``test_inputs`` and time it end to end on ``files``."""
+    from handwriting.serving.onnx_export import agreement, export_onnx, quantize_int8
+    from handwriting.serving.predictor import Predictor
+
+    onnx_path = export_onnx(model, onnx_dir / f"{name}.onnx")
+    entry: dict[str, Any] = {"onnx": rounded(agreement(model, onnx_path, test_inputs))}
+    if int8:
+        int8_path = quantize_int8(onnx_path, onnx_dir / f"{name}.int8.onnx")
+        entry["int8"] = rounded(agreement(model, int8_path, test_inputs))
+    entry["onnx_mb"] = size_mb(onnx_path)
+    if int8:
+        entry["int8_mb"] = size_mb(int8_path)
+    entry["latency_p50_ms"] = end_to_end_latency_ms(Predictor(onnx_path, settings),
+                                                    files)["p50_ms"]
+    agrees = f"; int8 agrees on {entry['int8']['top1_agreement']:.4f}" if int8 else ""
+    print(f"export: {name}: end to end p50 {entry['latency_p50_ms']:.3f} ms; ONNX agrees on "
+          f"{entry['onnx']['top1_agreement']:.4f} of the test images{agrees}", flush=True)
+    return entry
+
+
+def served_figures(serving_dir: Path, model, test_inputs: np.ndarray,
+                   test_labels: np.ndarray, files: list[bytes],
+                   throughput_batch: int) -> dict[str, Any]:
+    """The serving folder's ONNX and int8 variants against ``model`` (its Keras model):
+    agreement, test accuracy, size, end-to-end latency (one thread) and batched throughput
+    (all cores)."""
+    from handwriting.serving.predictor import INT8_FILE, ONNX_FILE, Predictor
+
+    figures: dict[str, Any] = {}
+    threads = max(1, os.cpu_count() or 1)
+    for variant, file_name in (("onnx", ONNX_FILE), ("int8", INT8_FILE)):
+        from handwriting.serving.onnx_export import agreement
+
+        single = Predictor.from_directory(serving_dir, variant=variant)
+        batched = Predictor.from_directory(serving_dir, variant=variant,
+                                           intra_op_threads=threads)
+        predicted = batched.probabilities(test_inputs).argmax(axis=1)
+        figures[variant] = {
+            **rounded(agreement(model, serving_dir / file_name, test_inputs)),
+            "test_accuracy": round(float(np.mean(predicted == test_labels)), 6),
+            "size_mb": size_mb(serving_dir / file_name),
+            "latency_end_to_end": end_to_end_latency_ms(single, files),
+            "throughput_images_per_s": batched_throughput(batched, test_inputs,
+                                                          throughput_batch),
+            "throughput_threads": threads,
+        }
+        print(f"export: champion {variant}: test accuracy "
+              f"{figures[variant]['test_accuracy']:.4f}, agreement "
+              f"{figures[variant]['top1_agreement']:.4f}, end to end p50 "
+              f"{figures[variant]['latency_end_to_end']['p50_ms']:.3f} ms, batched "
+              f"{figures[variant]['throughput_images_per_s']:.0f} images/s", flush=True)
+    return figures
