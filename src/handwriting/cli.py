@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from handwriting import __version__, labels
-from handwriting.models.reference import ModelRef
+from handwriting.models.reference import FALLBACK_ORDER, ModelRef
 
 
 def _classes(args: argparse.Namespace) -> int:
@@ -46,9 +46,6 @@ def _preprocess(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-# Architectures in the order `handwriting predict` tries their tuned models when no --model is
-# given: the best on real handwriting first.
-MODEL_PREFERENCE = ("lenet5_gru", "lenet5", "gru", "lstm", "vgg16_gru", "vgg16")
 _NO_MODEL_FIX = ("run `dvc repro` to train the models, or pass --model with a .onnx or .keras "
                  "file, a serving folder, or a name such as lenet5-tuned")
 
@@ -73,7 +70,7 @@ def _resolve_model(spec: str | None, models_dir: Path) -> Path:
         serving = models_dir / "serving"
         if serving.is_dir():
             return serving
-        for arch in MODEL_PREFERENCE:
+        for arch in FALLBACK_ORDER:
             candidate = models_dir / arch / "tuned.keras"
             if candidate.is_file():
                 return candidate

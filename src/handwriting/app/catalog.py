@@ -18,16 +18,13 @@ from typing import Any
 from handwriting.evaluation import ensemble as ensembles
 from handwriting.evaluation.champion import ENSEMBLE
 from handwriting.evaluation.ensemble import EnsembleError
-from handwriting.models.reference import VARIANTS, ModelRef
+from handwriting.models.reference import FALLBACK_ORDER, VARIANTS, ModelRef
 from handwriting.serving.predictor import SERVING_JSON
 
 # The architectures in the order the README presents them; other folders follow sorted.
 KNOWN_ARCHITECTURES = ("lenet5", "vgg16", "lstm", "gru", "lenet5_gru", "vgg16_gru")
 SERVING_FOLDER = "serving"
 CHAMPION = "champion"
-# Preferred default selection when there is no champion: the best on real handwriting first
-# (the order `handwriting predict` uses).
-DEFAULT_PREFERENCE = ("lenet5_gru", "lenet5", "gru", "lstm", "vgg16_gru", "vgg16")
 
 
 @dataclass(frozen=True)
@@ -124,7 +121,7 @@ def default_selection(choices: list[ModelChoice]) -> list[str]:
     names = [choice.name for choice in choices]
     if CHAMPION in names:
         return [CHAMPION]
-    for arch in DEFAULT_PREFERENCE:
+    for arch in FALLBACK_ORDER:
         if str(ModelRef.tuned(arch)) in names:
             return [str(ModelRef.tuned(arch))]
     return names[:1]

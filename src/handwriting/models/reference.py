@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VARIANTS = ("untuned", "tuned")
+# The order in which the command line and the app fall back to a tuned model when no champion
+# is served (models/serving/ missing): the small, fast ones first.
+FALLBACK_ORDER = ("lenet5_gru", "lenet5", "gru", "lstm", "vgg16_gru", "vgg16")
 
 
 @dataclass(frozen=True)
