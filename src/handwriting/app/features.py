@@ -112,11 +112,6 @@ def enlarge(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
-def as_uint8(image: np.ndarray) -> np.ndarray:
-    """A [0, 1] float image as uint8."""
-    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 @dataclass(frozen=True)
 class Explanation:
     """The heat map of a prediction laid over the image."""

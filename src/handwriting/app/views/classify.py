@@ -6,7 +6,7 @@ from handwriting import labels
 from handwriting.app import ui
 from handwriting.app.catalog import ENSEMBLE, default_selection
 from handwriting.app.config import MAX_UPLOAD_MB, UPLOAD_TYPES
-from handwriting.app.features import as_uint8, enlarge, mosaic
+from handwriting.app.features import enlarge, mosaic
 from handwriting.app.inference import (
     InputImage,
     image_problem,
@@ -15,7 +15,7 @@ from handwriting.app.inference import (
     upload_problem,
 )
 from handwriting.feedback import FeedbackPathError, save_correction, total_corrections
-from handwriting.imaging import ImageError, PreprocessSettings
+from handwriting.imaging import ImageError, PreprocessSettings, to_uint8
 from handwriting.serving.predictor import UNSURE_MESSAGE
 
 app = ui.config()
@@ -107,7 +107,7 @@ for image in images:
                              "probability": [p for _, p in outcome.top]},
                             x="letter", y="probability", horizontal=True, sort="-probability",
                             height=180)
-            seen_input.image(enlarge(as_uint8(outcome.model_input)),
+            seen_input.image(enlarge(to_uint8(outcome.model_input)),
                              caption="model input (preprocessed)")
             if not show_insight:
                 continue
