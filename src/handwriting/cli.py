@@ -292,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default=None, metavar="PATH_OR_NAME",
                          help="a .onnx or .keras file, a serving folder, or <arch>-<variant> "
                               "such as lenet5-tuned (models/<arch>/<variant>.keras); default: "
-                              "models/serving/ if present, else the best models/*/tuned.keras")
+                              "models/serving/ if present, else a models/<arch>/tuned.keras "
+                              "in a fixed order (lenet5_gru, lenet5, gru, lstm, vgg16_gru, "
+                              "vgg16)")
     predict.add_argument("--top-k", type=_positive_int, default=5,
                          help="letters to show per image (default 5)")
     predict.add_argument("--json", action="store_true", help="print a JSON array instead")
