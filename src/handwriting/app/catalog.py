@@ -95,6 +95,13 @@ def find_models(models_dir: Path, metrics_dir: Path,
                 evaluate_section: dict[str, Any] | None = None) -> list[ModelChoice]:
     """Every model the app can run: the champion, the ensemble (:func:`ensemble_choice`, when
     it can be built), then each architecture's untuned and tuned model."""
+    return catalog(models_dir, metrics_dir, evaluate_section)[0]
+
+
+def catalog(models_dir: Path, metrics_dir: Path, evaluate_section: dict[str, Any] | None
+            ) -> tuple[list[ModelChoice], str | None]:
+    """:func:`find_models`, and why the ensemble is missing although two or more tuned models
+    are there (None when it is offered or cannot be)."""
     choices: list[ModelChoice] = []
     report = champion_report(models_dir, metrics_dir)
     if report is not None:
@@ -108,11 +115,14 @@ def find_models(models_dir: Path, metrics_dir: Path,
                            detail=f"{ref.arch}, {ref.variant}, Keras, {models_dir / ref.arch}")
                for ref in references if ref.path(models_dir).is_file()]
     tuned = [choice for choice in singles if choice.variant == "tuned"]
+    problem = None
     if len(tuned) >= 2:
         ensemble = ensemble_choice(tuned, metrics_dir, evaluate_section)
         if isinstance(ensemble, ModelChoice):
             choices.append(ensemble)
-    return choices + singles
+        else:
+            problem = ensemble
+    return choices + singles, problem
 
 
 def default_selection(choices: list[ModelChoice]) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from handwriting.app.catalog import ENSEMBLE, ModelChoice, ensemble_choice, find_models
+from handwriting.app.catalog import ENSEMBLE, ModelChoice, catalog
 from handwriting.app.config import AppConfig
 from handwriting.app.features import Explanation, LayerMaps, explanation, feature_maps
 from handwriting.app.inference import InputImage, Outcome, predict, predict_ensemble
@@ -69,19 +69,11 @@ def _evaluate_section(app: AppConfig) -> dict | None:
     return _read_evaluate_section(str(app.params), app.params.stat().st_mtime_ns)
 
 
-def models(app: AppConfig) -> list[ModelChoice]:
-    """Every model the app offers (:func:`~handwriting.app.catalog.find_models`), the ensemble
-    as params.yaml's ``evaluate`` section defines it."""
-    return find_models(app.models_dir, app.metrics_dir, _evaluate_section(app))
-
-
-def ensemble_problem(app: AppConfig, choices: list[ModelChoice]) -> str | None:
-    """Why the ensemble is not offered although two tuned models are there, or None."""
-    tuned = [choice for choice in choices if choice.variant == "tuned"]
-    if len(tuned) < 2 or any(choice.kind == ENSEMBLE for choice in choices):
-        return None
-    found = ensemble_choice(tuned, app.metrics_dir, _evaluate_section(app))
-    return found if isinstance(found, str) else None
+def models(app: AppConfig) -> tuple[list[ModelChoice], str | None]:
+    """Every model the app offers, the ensemble as params.yaml's ``evaluate`` section defines
+    it, and why there is no ensemble when it cannot be built
+    (:func:`~handwriting.app.catalog.catalog`)."""
+    return catalog(app.models_dir, app.metrics_dir, _evaluate_section(app))
 
 
 def _stamp(path: Path) -> int:

@@ -21,7 +21,7 @@ from handwriting.serving.predictor import UNSURE_MESSAGE
 app = ui.config()
 st.title("Classify a letter")
 
-choices = ui.models(app)
+choices, _ = ui.models(app)
 if not choices:
     ui.need_repro(f"No trained models were found in `{app.models_dir}`, so there is nothing to "
                   "classify with yet.")

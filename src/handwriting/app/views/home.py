@@ -19,7 +19,7 @@ st.page_link("views/classify.py", label="Classify a letter", icon=":material/dra
 st.page_link("views/models.py", label="Compare the models", icon=":material/leaderboard:")
 
 st.header("Models")
-choices = ui.models(app)
+choices, problem = ui.models(app)
 if not choices:
     ui.need_repro(f"No trained models were found in `{app.models_dir}`.")
     st.markdown("`dvc repro` builds the data, trains the six architectures (untuned and tuned), "
@@ -34,7 +34,6 @@ else:
           f"{choice.weights_from}"}
          for choice in choices],
         hide_index=True)
-    problem = ui.ensemble_problem(app, choices)
     if problem:
         st.caption(f"No ensemble: {problem}")
 
