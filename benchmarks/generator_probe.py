@@ -186,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     drawn = time.perf_counter() - started
     weights = {"generated": measure.case_stroke_weights(images, ids)}
 
-    from handwriting.stages.augment import augment_arrays, settings_from
+    from handwriting.stages.augment import augment_arrays
 
-    augment: AugmentSettings = settings_from(params)
+    augment = AugmentSettings.from_params(params)
     train_images, variants = augment_arrays(images, args.copies, args.seed, augment)
     train_ids = np.repeat(ids, args.copies + 1)
     model = train_probe(train_images, train_ids, args.epochs, args.seed)

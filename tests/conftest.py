@@ -10,6 +10,17 @@ REPO = Path(__file__).resolve().parents[1]
 EMNIST = REPO.parent / "shared" / "data" / "emnist-letters"
 
 
+def fit_settings(**changes):
+    """Plain fit settings for tests (Adam 1e-3, batch 32, 2 epochs, no recipe extras), with
+    ``changes``."""
+    from handwriting.models.fitting import FitSettings
+
+    plain = dict(epochs=2, batch_size=32, learning_rate=1e-3, optimizer="adam",
+                 label_smoothing=0.0, lr_schedule="constant", warmup_epochs=0,
+                 augment_on_the_fly=0.0, fine_tune_blocks=0, fine_tune_epochs=0)
+    return FitSettings(**{**plain, **changes})
+
+
 @pytest.fixture(scope="session")
 def emnist_dir() -> Path:
     """The real EMNIST letters sample (../shared/data/emnist-letters), read-only."""

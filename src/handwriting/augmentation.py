@@ -12,11 +12,15 @@ would be undone by the reframing, so ``scale`` stretches width and height indepe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from handwriting.imaging import ImageError, fit_to_square
+
+if TYPE_CHECKING:
+    from handwriting.params import Params
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,16 @@ class AugmentSettings:
     thickness_probability: float = 0.3
     noise_std: float = 0.0
     margin: float = 0.08
+
+    @classmethod
+    def from_params(cls, params: Params) -> AugmentSettings:
+        """The ranges of params.yaml's ``augment`` section (and the preprocessing margin): the
+        augment stage's copies and the training's on-the-fly variants use them alike."""
+        a = params.augment
+        return cls(rotation_degrees=a.rotation_degrees, translation=a.translation,
+                   scale=a.scale, shear=a.shear, elastic_alpha=a.elastic_alpha,
+                   thickness_probability=a.thickness_probability, noise_std=a.noise_std,
+                   margin=params.preprocess.margin)
 
 
 def _geometric(canvas: np.ndarray, rng: np.random.Generator, s: AugmentSettings) -> np.ndarray:

@@ -293,8 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a .onnx or .keras file, a serving folder, or <arch>-<variant> "
                               "such as lenet5-tuned (models/<arch>/<variant>.keras); default: "
                               "models/serving/ if present, else a models/<arch>/tuned.keras "
-                              "in a fixed order (lenet5_gru, lenet5, gru, lstm, vgg16_gru, "
-                              "vgg16)")
+                              f"in a fixed order ({', '.join(FALLBACK_ORDER)})")
     predict.add_argument("--top-k", type=_positive_int, default=5,
                          help="letters to show per image (default 5)")
     predict.add_argument("--json", action="store_true", help="print a JSON array instead")

@@ -1,5 +1,7 @@
 """Training is reproducible to the bit: two separate processes, the same seed and data, the
-same weights (``base.deterministic``, :func:`handwriting.models.fitting.make_reproducible`)."""
+same weights (``base.deterministic``, :func:`handwriting.models.fitting.make_reproducible`),
+also with the full training recipe (label smoothing, cosine schedule with warm-up, on-the-fly
+variants)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from tests.conftest import REPO
 
 # Trains a LeNet-5 and a GRU (the convolution and recurrent kernels whose multi-threaded
 # reductions vary from run to run without op determinism) on seeded random letters through
-# the train stage's own fit routine, with several threads, and prints a hash of the weights.
+# the train stage's own fit routine, with several threads, and prints a hash of the weights;
+# then a tiny rescnn with the whole recipe.
 TRAIN_AND_HASH = """
 import hashlib, sys
 import numpy as np
@@ -20,19 +23,24 @@ import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(2)
 tf.config.threading.set_inter_op_parallelism_threads(2)
 from handwriting import labels
+from handwriting.augmentation import AugmentSettings
 from handwriting.models.fitting import fit_model, make_reproducible
 from handwriting.models.zoo import build
+from tests.conftest import fit_settings
 
 deterministic = sys.argv[1] == "on"
 rng = np.random.default_rng(0)
 images = rng.integers(0, 256, (384, 32, 32), dtype=np.uint8)
 classes = rng.integers(0, labels.NUM_CLASSES, 384)
 digest = hashlib.sha256()
-for arch, hparams in (("lenet5", {}), ("gru", {"units": 16})):
+recipe = fit_settings(label_smoothing=0.1, lr_schedule="cosine", warmup_epochs=1,
+                      augment_on_the_fly=0.5)
+for arch, hparams, fit in (("lenet5", {}, fit_settings()), ("gru", {"units": 16}, fit_settings()),
+                           ("rescnn", {"width": 4}, recipe)):
     make_reproducible(7, deterministic)
     model = build(arch, (32, 32, 1), labels.NUM_CLASSES, **hparams)
-    fit_model(model, epochs=2, batch_size=32, optimizer="adam", learning_rate=1e-3,
-              train=(images[:320], classes[:320]), val=(images[320:], classes[320:]), seed=7,
+    fit_model(model, fit, train=(images[:320], classes[:320]),
+              val=(images[320:], classes[320:]), seed=7, augmentation=AugmentSettings(),
               verbose=0)
     for weights in model.get_weights():
         digest.update(np.ascontiguousarray(weights).tobytes())
@@ -44,7 +52,7 @@ print("weights", digest.hexdigest())
 
 def _train_in_new_process(mode: str) -> dict[str, str]:
     done = subprocess.run([sys.executable, "-c", TRAIN_AND_HASH, mode], capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     return dict(line.split(" ", 1) for line in done.stdout.splitlines()
                 if line.startswith(("weights", "op_determinism")))

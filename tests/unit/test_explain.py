@@ -104,7 +104,7 @@ def location_model() -> keras.Model:
 @pytest.mark.parametrize("size", [32, 48])
 @pytest.mark.parametrize("arch, method", [
     ("lenet5", "grad-cam"), ("lenet5_gru", "grad-cam"), ("vgg16", "grad-cam"),
-    ("gru", "saliency"),
+    ("rescnn", "grad-cam"), ("gru", "saliency"),
 ])
 def test_heat_map_has_the_image_shape_and_is_in_0_1(arch, method, size):
     net = model(arch, size)
@@ -133,6 +133,8 @@ def test_vgg16_gru_and_lstm_and_channel_axis():
 def test_last_conv_layer_names():
     assert ex.last_conv_layer(model("lenet5")) == "conv2"
     assert ex.last_conv_layer(model("lenet5_gru")) == "conv3"
+    # A residual block's last convolution is not a cut: the sum with the shortcut is.
+    assert ex.last_conv_layer(model("rescnn")) == "block3_add"
     assert ex.last_conv_layer(model("gru")) is None
     assert ex.last_conv_layer(model("lstm")) is None
     vgg = model("vgg16")

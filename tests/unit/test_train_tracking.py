@@ -93,7 +93,7 @@ def test_unknown_architecture_settings_are_clear_errors(params_file):
     with pytest.raises(ParamsError, match="no train.resnet section"):
         arch_settings(params, "resnet")
     fit, hparams = arch_settings(params, "vgg16")
-    assert fit["fine_tune_blocks"] == 0 and hparams["weights"] == "imagenet"
+    assert fit.fine_tune_blocks == 0 and hparams["weights"] == "imagenet"
 
 
 def test_runs_of_dvc_experiments_go_to_the_users_repository(tmp_path, monkeypatch):

@@ -104,7 +104,16 @@ def test_lenet5_matches_the_seed_at_32():
 # --- training ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["lenet5", "gru"])
+def test_rescnn_is_residual_and_pools_globally():
+    model = make("rescnn", 64, width=8)
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert len(adds) == 3
+    assert isinstance(model.get_layer("global_pool"), keras.layers.GlobalAveragePooling2D)
+    # Three stages of 8, 16 and 32 filters; the map halves three times (stem and two blocks).
+    assert model.get_layer("block3_out").output.shape[1:] == (8, 8, 32)
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "gru", "rescnn"])
 def test_one_training_step(arch):
     model = make(arch, 32)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
@@ -140,9 +149,10 @@ def test_bidirectional_and_attention_change_the_model(arch):
 
 @pytest.mark.parametrize(
     ("arch", "hparams"),
-    [("gru", {"attention": True}), ("lenet5_gru", {"attention": True, "bidirectional": True})],
+    [("gru", {"attention": True}), ("lenet5_gru", {"attention": True, "bidirectional": True}),
+     ("rescnn", {"width": 8})],
 )
-def test_attention_model_saves_and_loads(tmp_path, arch, hparams):
+def test_model_with_options_saves_and_loads(tmp_path, arch, hparams):
     model = make(arch, 32, **hparams)
     x = images(32, count=5, seed=1)
     expected = predict(model, x)
@@ -351,6 +361,7 @@ def test_default_hparams():
         "units": 128, "dropout": 0.0, "bidirectional": False, "attention": False,
     }
     assert default_hparams("vgg16_gru")["dropout"] == 0.3
+    assert default_hparams("rescnn") == {"width": 24, "dropout": 0.3}
     assert make("gru", units=32).get_layer("gru1").units == 32
 
 

@@ -18,11 +18,9 @@ from typing import Any
 from handwriting.evaluation import ensemble as ensembles
 from handwriting.evaluation.champion import ENSEMBLE
 from handwriting.evaluation.ensemble import EnsembleError
-from handwriting.models.reference import FALLBACK_ORDER, VARIANTS, ModelRef
+from handwriting.models.reference import FALLBACK_ORDER, VARIANTS, ModelRef, in_study_order
 from handwriting.serving.predictor import SERVING_JSON
 
-# The architectures in the order the README presents them; other folders follow sorted.
-KNOWN_ARCHITECTURES = ("lenet5", "vgg16", "lstm", "gru", "lenet5_gru", "vgg16_gru")
 SERVING_FOLDER = "serving"
 CHAMPION = "champion"
 
@@ -65,8 +63,7 @@ def architectures(models_dir: Path) -> list[str]:
     found = {folder.name for folder in models_dir.iterdir()
              if folder.is_dir() and folder.name != SERVING_FOLDER
              and any((folder / f"{variant}.keras").is_file() for variant in VARIANTS)}
-    known = [arch for arch in KNOWN_ARCHITECTURES if arch in found]
-    return known + sorted(found - set(known))
+    return in_study_order(found)
 
 
 def ensemble_choice(tuned: list[ModelChoice], metrics_dir: Path,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from handwriting import labels
-from handwriting.models.reference import VARIANTS, ModelRef
+from handwriting.models.reference import VARIANTS, ModelRef, in_study_order
 
 # Wording of README.md's "The models" table.
 DESCRIPTIONS = {
@@ -38,6 +38,9 @@ DESCRIPTIONS = {
                   "2 GRU of 128, Dense 84.",
     "vgg16_gru": "The frozen VGG-16 base, its spatial positions as a sequence, 2 GRU of 128, "
                  "Dense 256.",
+    "rescnn": "Beyond the seed: a compact residual CNN. Stride-2 stem, three residual blocks "
+              "(24, 48, 96 filters, BN), global average pooling, dropout; trained with label "
+              "smoothing, a cosine schedule and fresh random variants every epoch.",
 }
 ENSEMBLE_DESCRIPTION = ("Soft vote of the tuned models, weighted by their validation accuracy "
                         "(the `evaluate.ensemble` settings).")
@@ -93,12 +96,8 @@ def ordered_figures(figures: dict[str, Any]) -> list[str]:
 
 def evaluated_architectures(results: dict[str, Any]) -> list[str]:
     """The architectures in evaluate.json (README order first), without the ensemble."""
-    from handwriting.app.catalog import KNOWN_ARCHITECTURES
-
-    found = {key for key, value in results.items()
-             if key != "ensemble" and isinstance(value, dict)}
-    known = [arch for arch in KNOWN_ARCHITECTURES if arch in found]
-    return known + sorted(found - set(known))
+    return in_study_order(key for key, value in results.items()
+                          if key != "ensemble" and isinstance(value, dict))
 
 
 def read_comparison(metrics_dir: Path) -> str | None:

@@ -24,7 +24,7 @@ from handwriting.evaluation.metrics import (
     confused_pairs,
     per_class_report,
 )
-from handwriting.models.reference import VARIANTS, ModelRef, tuned_names
+from handwriting.models.reference import SEED_ARCHITECTURES, VARIANTS, ModelRef, tuned_names
 from handwriting.params import Params
 
 ROC_GRID = np.linspace(0.0, 1.0, 101)
@@ -96,6 +96,8 @@ def _report_table(rows: list[tuple[str, str, dict[str, Any]]], champion: str) ->
     for key, variant, m in rows:
         name = ModelRef.parse(key).arch if key != champion_policy.ENSEMBLE else key
         flags = " (pretrained: false)" if "vgg" in name and not m["pretrained"] else ""
+        beyond = name not in (*SEED_ARCHITECTURES, champion_policy.ENSEMBLE)
+        flags += " (beyond the seed)" if beyond else ""
         flags += " **champion**" if key == champion else ""
         lines.append(
             f"| {name}{flags} | {variant} | {m['precision_macro']:.3f} | "

@@ -143,17 +143,38 @@ def last_conv_layer(model: keras.Model) -> str | None:
     That is the last ``Conv2D`` layer (nested models such as the VGG-16 base included) whose
     feature map is at least ``MIN_CAM_SIDE`` x ``MIN_CAM_SIDE``: ``conv2`` for ``lenet5``,
     ``conv3`` for ``lenet5_gru``, ``block5_conv3`` for ``vgg16`` (2x2 at 32x32 input). Only
-    when every convolution ends in a 1x1 map is the last one returned anyway. None for the
-    purely recurrent ``lstm`` and ``gru``.
+    when every convolution ends in a 1x1 map is the last one returned anyway. When the rest of
+    the network also needs tensors from before that convolution (a residual block adds its
+    input), it is the block's output after it instead (``block3_out`` for ``rescnn``). None for
+    the purely recurrent ``lstm`` and ``gru``.
     """
     paths = _conv_paths(model)
     if not paths:
         return None
+    chosen = paths[-1]
     for path in reversed(paths):
         size = _map_size(path[-1])
         if size is None or all(side is None or side >= MIN_CAM_SIDE for side in size):
+            chosen = path
+            break
+    if _is_cut(model, chosen):
+        return chosen[-1].name
+    walk = list(_walk(model))
+    after = walk[next(i for i, path in enumerate(walk) if path == chosen) + 1:]
+    for path in after:
+        if len(path) == len(chosen) and _map_size(path[-1]) is not None \
+                and _is_cut(model, path):
             return path[-1].name
-    return paths[-1][-1].name
+    return chosen[-1].name
+
+
+def _is_cut(model: keras.Model, path: tuple) -> bool:
+    """Whether the rest of the network needs nothing but this layer's output."""
+    try:
+        _split(model, path, model.outputs[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _find(model: keras.Model, layer_name: str) -> tuple:

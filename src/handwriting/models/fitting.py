@@ -1,8 +1,16 @@
-"""Feeding the split arrays to Keras, the one training routine, and per-epoch records."""
+"""Feeding the split arrays to Keras, the one training routine, and per-epoch records.
+
+The training recipe of an architecture is a :class:`FitSettings` (``train.defaults`` merged with
+``train.<arch>`` in params.yaml): optimizer and learning rate, label smoothing, a cosine
+learning-rate schedule with linear warm-up, and fresh random variants of the training images in
+every epoch (``augment_on_the_fly``), drawn with the augment stage's ranges and seeded by the
+batch's position in the run, so the same seed gives the same batches.
+"""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -12,9 +20,84 @@ from typing import Any
 import numpy as np
 
 from handwriting import labels
+from handwriting.augmentation import AugmentSettings, augment_image
+from handwriting.params import ParamsError
 
 HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How one model is trained: ``train.defaults`` merged with ``train.<arch>``.
+
+    ``lr_schedule`` "cosine" warms the learning rate up linearly from 0 over ``warmup_epochs``,
+    then decays it along a cosine to 0 at the last epoch. ``augment_on_the_fly`` is the share of
+    training images replaced, in every epoch, by a fresh random variant (0: off).
+    """
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+    label_smoothing: float
+    lr_schedule: str
+    warmup_epochs: int
+    augment_on_the_fly: float
+    fine_tune_blocks: int
+    fine_tune_epochs: int
+
+    def __post_init__(self) -> None:
+        def fail(key: str, expected: str) -> ParamsError:
+            return ParamsError(f"{key} must be {expected}, got {getattr(self, key)!r}")
+
+        for key in ("epochs", "batch_size", "warmup_epochs", "fine_tune_blocks",
+                    "fine_tune_epochs"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise fail(key, "a whole number, 0 or more")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise fail("epochs" if self.epochs < 1 else "batch_size", "at least 1")
+        if not _is_number(self.learning_rate) or not self.learning_rate > 0:
+            raise fail("learning_rate", "a number above 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise fail("optimizer", f"one of {', '.join(OPTIMIZERS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise fail("lr_schedule", f"one of {', '.join(LR_SCHEDULES)}")
+        if self.warmup_epochs and self.lr_schedule == "constant":
+            raise fail("warmup_epochs", "0 with lr_schedule constant (warm-up is part of the "
+                                        "cosine schedule)")
+        if not _is_number(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
+            raise fail("label_smoothing", "a number from 0 up to (not including) 1")
+        if not _is_number(self.augment_on_the_fly) or not 0 <= self.augment_on_the_fly <= 1:
+            raise fail("augment_on_the_fly", "a number from 0 to 1")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], where: str) -> FitSettings:
+        """Settings from a params mapping; errors name ``where`` (e.g. ``train.lenet5``)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [name for name in names if name not in values]
+        if missing:
+            raise ParamsError(f"params.yaml: missing key(s) "
+                              f"{', '.join(f'{where}.{k}' for k in missing)}; set them in "
+                              "train.defaults or in the architecture's section")
+        try:
+            return cls(**{name: values[name] for name in names})
+        except ParamsError as error:
+            raise ParamsError(f"params.yaml: {where}.{error}") from None
+
+    def replace(self, **changes: Any) -> FitSettings:
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+FIT_KEYS = tuple(f.name for f in dataclasses.fields(FitSettings))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def load_subset(split_dir: Path, subset: str) -> tuple[np.ndarray, np.ndarray]:
@@ -25,9 +108,27 @@ def load_subset(split_dir: Path, subset: str) -> tuple[np.ndarray, np.ndarray]:
     return data["images"], data["labels"]
 
 
+def fresh_variants(images: np.ndarray, share: float, settings: AugmentSettings,
+                   seed: int, batch_number: int) -> np.ndarray:
+    """The on-the-fly augmentation of one batch (uint8 [B, H, W]): each image is replaced by
+    a random variant with probability ``share``. Seeded by (``seed``, ``batch_number``), so a
+    run's n-th batch is the same in every run and different from every other batch."""
+    rng = np.random.default_rng([seed, batch_number])
+    out = images.copy()
+    for row in np.flatnonzero(rng.random(len(images)) < share):
+        variant = augment_image(images[row].astype(np.float32) / 255.0, rng, settings)
+        out[row] = np.round(variant * 255.0).astype(np.uint8)
+    return out
+
+
 def make_dataset(images: np.ndarray, class_ids: np.ndarray, batch_size: int, *,
-                 shuffle: bool, seed: int):
-    """A tf.data pipeline of (inputs in [0, 1] with a channel axis, one-hot labels)."""
+                 shuffle: bool, seed: int, augment: tuple[float, AugmentSettings] | None = None,
+                 first_batch: int = 0):
+    """A tf.data pipeline of (inputs in [0, 1] with a channel axis, one-hot labels).
+
+    With ``augment = (share, ranges)`` the pipeline repeats for ever (give Keras
+    ``steps_per_epoch``) and each batch goes through :func:`fresh_variants`, numbered from
+    ``first_batch`` across epochs."""
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((images, class_ids))
@@ -38,8 +139,21 @@ def make_dataset(images: np.ndarray, class_ids: np.ndarray, batch_size: int, *,
         inputs = tf.cast(batch_images, tf.float32)[..., None] / 255.0
         return inputs, tf.one_hot(batch_labels, labels.NUM_CLASSES)
 
-    return dataset.batch(batch_size).map(scale, num_parallel_calls=tf.data.AUTOTUNE) \
-        .prefetch(tf.data.AUTOTUNE)
+    if augment is None:
+        dataset = dataset.batch(batch_size)
+    else:
+        share, ranges = augment
+
+        def vary(number, batch):
+            batch_images, batch_labels = batch
+            varied = tf.numpy_function(
+                lambda n, x: fresh_variants(x, share, ranges, seed, int(n) + first_batch),
+                [number, batch_images], tf.uint8, stateful=False)
+            return tf.ensure_shape(varied, batch_images.shape), batch_labels
+
+        dataset = dataset.repeat().batch(batch_size).enumerate() \
+            .map(vary, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.map(scale, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def make_reproducible(seed: int, deterministic: bool = True) -> None:
@@ -55,8 +169,8 @@ def make_reproducible(seed: int, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def make_optimizer(name: str, learning_rate: float):
-    """Adam, SGD with momentum 0.9, or RMSprop."""
+def make_optimizer(name: str, learning_rate):
+    """Adam, SGD with momentum 0.9, or RMSprop; ``learning_rate`` may be a schedule."""
     import keras
 
     if name == "adam":
@@ -68,10 +182,31 @@ def make_optimizer(name: str, learning_rate: float):
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
-def compile_model(model, optimizer: str = "adam", learning_rate: float = 1e-3) -> None:
-    """Compile for 52-way classification: categorical cross-entropy, accuracy."""
+def learning_rate_schedule(fit: FitSettings, steps_per_epoch: int):
+    """The learning rate of ``fit``: a number, or the cosine schedule with linear warm-up
+    over ``fit.epochs`` epochs of ``steps_per_epoch`` steps."""
+    import keras
+
+    if fit.lr_schedule == "constant":
+        return fit.learning_rate
+    warmup = min(fit.warmup_epochs, fit.epochs - 1) * steps_per_epoch
+    total = fit.epochs * steps_per_epoch
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(fit.learning_rate, total)
+    return keras.optimizers.schedules.CosineDecay(0.0, total - warmup,
+                                                  warmup_target=fit.learning_rate,
+                                                  warmup_steps=warmup)
+
+
+def compile_model(model, optimizer: str = "adam", learning_rate=1e-3,
+                  label_smoothing: float = 0.0) -> None:
+    """Compile for 52-way classification: categorical cross-entropy (with optional label
+    smoothing), accuracy."""
+    import keras
+
     model.compile(optimizer=make_optimizer(optimizer, learning_rate),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                  metrics=["accuracy"])
 
 
 def frozen_feature_split(model):
@@ -114,27 +249,37 @@ class FeatureCache:
         return self.features[key]
 
 
-def fit_model(model, *, epochs: int, batch_size: int, optimizer: str, learning_rate: float,
-              train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-              seed: int, callbacks: list | None = None, cache: FeatureCache | None = None,
-              verbose: int = 2) -> dict[str, list[float]]:
-    """Compile and train ``model``; returns the Keras history.
+def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
+              val: tuple[np.ndarray, np.ndarray], seed: int,
+              augmentation: AugmentSettings | None = None, callbacks: list | None = None,
+              cache: FeatureCache | None = None, verbose: int = 2) -> dict[str, list[float]]:
+    """Compile and train ``model`` for ``fit.epochs`` epochs; returns the Keras history.
 
-    A frozen VGG-16 base computes the same features in every epoch, so they are computed once
-    (or taken from ``cache``) and only the head is trained on them: the same result, many
-    times faster on a CPU.
+    ``augmentation`` holds the ranges of the on-the-fly variants (needed when
+    ``fit.augment_on_the_fly`` is above 0). A frozen VGG-16 base computes the same features in
+    every epoch, so they are computed once (or taken from ``cache``) and only the head is
+    trained on them: the same result, many times faster on a CPU (and no on-the-fly variants,
+    whose features would differ in every epoch).
     """
     import keras
 
     from handwriting.models.zoo import _find_vgg_base
 
     callbacks = list(callbacks or [])
+    steps = math.ceil(len(train[0]) / fit.batch_size)
+    learning_rate = learning_rate_schedule(fit, steps)
     split = frozen_feature_split(model)
     if split is None:
-        compile_model(model, optimizer, learning_rate)
-        return model.fit(make_dataset(*train, batch_size, shuffle=True, seed=seed),
-                         validation_data=make_dataset(*val, batch_size, shuffle=False, seed=seed),
-                         epochs=epochs, verbose=verbose, callbacks=callbacks).history
+        compile_model(model, fit.optimizer, learning_rate, fit.label_smoothing)
+        return model.fit(_training_data(fit, train, seed, augmentation), epochs=fit.epochs,
+                         steps_per_epoch=steps if fit.augment_on_the_fly else None,
+                         validation_data=make_dataset(*val, fit.batch_size, shuffle=False,
+                                                      seed=seed),
+                         verbose=verbose, callbacks=callbacks).history
+    if fit.augment_on_the_fly:
+        raise ParamsError(f"augment_on_the_fly must be 0 for {model.name}: its frozen VGG-16 "
+                          "base sees each image once (cached features); set "
+                          f"train.{model.name}.augment_on_the_fly: 0")
     features, head = split
     cache = cache if cache is not None else FeatureCache()
     base = _find_vgg_base(model)
@@ -142,29 +287,45 @@ def fit_model(model, *, epochs: int, batch_size: int, optimizer: str, learning_r
         cache.base_weights = base.get_weights()
     else:
         base.set_weights(cache.base_weights)
-    compile_model(head, optimizer, learning_rate)
+    compile_model(head, fit.optimizer, learning_rate, fit.label_smoothing)
     return head.fit(cache.get(features, train[0], seed),
                     keras.utils.to_categorical(train[1], labels.NUM_CLASSES),
-                    batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose,
-                    callbacks=callbacks,
+                    batch_size=fit.batch_size, epochs=fit.epochs, shuffle=True,
+                    verbose=verbose, callbacks=callbacks,
                     validation_data=(cache.get(features, val[0], seed),
                                      keras.utils.to_categorical(val[1], labels.NUM_CLASSES))
                     ).history
 
 
-def fine_tune(model, *, blocks: int, epochs: int, start_epoch: int, batch_size: int,
-              optimizer: str, learning_rate: float, train, val, seed: int,
+def _training_data(fit: FitSettings, train, seed: int, augmentation: AugmentSettings | None,
+                   first_epoch: int = 0):
+    if not fit.augment_on_the_fly:
+        return make_dataset(*train, fit.batch_size, shuffle=True, seed=seed)
+    if augmentation is None:
+        raise ValueError("augment_on_the_fly needs the augmentation ranges (params.augment)")
+    steps = math.ceil(len(train[0]) / fit.batch_size)
+    return make_dataset(*train, fit.batch_size, shuffle=True, seed=seed,
+                        augment=(fit.augment_on_the_fly, augmentation),
+                        first_batch=first_epoch * steps)
+
+
+def fine_tune(model, fit: FitSettings, *, start_epoch: int, train, val, seed: int,
+              augmentation: AugmentSettings | None = None,
               callbacks: list | None = None) -> dict[str, list[float]]:
-    """Unfreeze the top ``blocks`` VGG blocks and train the whole model ``epochs`` more epochs
-    at a tenth of the learning rate (small steps keep what the head learnt)."""
+    """Unfreeze the top ``fit.fine_tune_blocks`` VGG blocks and train the whole model
+    ``fit.fine_tune_epochs`` more epochs at a tenth of the learning rate, constant (small steps
+    keep what the head learnt)."""
     from handwriting.models.zoo import unfreeze_top_vgg_blocks
 
-    unfreeze_top_vgg_blocks(model, blocks)
-    compile_model(model, optimizer, learning_rate / 10)
-    return model.fit(make_dataset(*train, batch_size, shuffle=True, seed=seed),
-                     validation_data=make_dataset(*val, batch_size, shuffle=False, seed=seed),
-                     initial_epoch=start_epoch, epochs=start_epoch + epochs, verbose=2,
-                     callbacks=list(callbacks or [])).history
+    unfreeze_top_vgg_blocks(model, fit.fine_tune_blocks)
+    compile_model(model, fit.optimizer, fit.learning_rate / 10, fit.label_smoothing)
+    steps = math.ceil(len(train[0]) / fit.batch_size)
+    return model.fit(_training_data(fit, train, seed, augmentation, start_epoch),
+                     steps_per_epoch=steps if fit.augment_on_the_fly else None,
+                     validation_data=make_dataset(*val, fit.batch_size, shuffle=False,
+                                                  seed=seed),
+                     initial_epoch=start_epoch, epochs=start_epoch + fit.fine_tune_epochs,
+                     verbose=2, callbacks=list(callbacks or [])).history
 
 
 def mlflow_epoch_logger():

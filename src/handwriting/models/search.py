@@ -15,6 +15,7 @@ import numpy as np
 
 from handwriting import labels
 from handwriting.models.fitting import (
+    FIT_KEYS,
     FeatureCache,
     fit_model,
     frozen_feature_split,
@@ -22,7 +23,7 @@ from handwriting.models.fitting import (
     make_reproducible,
     mlflow_epoch_logger,
 )
-from handwriting.models.training import FIT_KEYS, arch_settings
+from handwriting.models.training import arch_settings, variant_ranges
 from handwriting.params import Params, ParamsError
 
 
@@ -141,7 +142,8 @@ def search(arch: str, params: Params, split_dir: Path,
 
     def objective(trial) -> float:
         chosen = {key: trial.suggest_categorical(key, choices) for key, choices in space.items()}
-        fit = {**fit_defaults, **{k: v for k, v in chosen.items() if k in FIT_KEYS}}
+        fit = fit_defaults.replace(epochs=int(settings["trial_epochs"]),
+                                   **{k: v for k, v in chosen.items() if k in FIT_KEYS})
         hparams = {**hparam_defaults, **{k: v for k, v in chosen.items() if k not in FIT_KEYS}}
         with mlflow.start_run(run_name=f"{arch}-trial-{trial.number}", nested=True):
             mlflow.set_tags({"architecture": arch, "variant": "trial",
@@ -154,11 +156,8 @@ def search(arch: str, params: Params, split_dir: Path,
                 # A frozen base's features of the whole split are computed once anyway (the
                 # tuned model needs them), and its head trains fast: no need to subsample.
                 data = full_train if frozen_feature_split(model) is not None else train
-                history = fit_model(model, epochs=int(settings["trial_epochs"]),
-                                    batch_size=int(fit["batch_size"]),
-                                    optimizer=fit["optimizer"],
-                                    learning_rate=float(fit["learning_rate"]), train=data,
-                                    val=val, seed=seed, cache=cache, verbose=0,
+                history = fit_model(model, fit, train=data, val=val, seed=seed, cache=cache,
+                                    augmentation=variant_ranges(params, fit), verbose=0,
                                     callbacks=[mlflow_epoch_logger(), *_trial_callbacks(trial)])
             except optuna.TrialPruned:
                 mlflow.set_tag("state", "pruned")
@@ -185,7 +184,7 @@ def search(arch: str, params: Params, split_dir: Path,
                                                    int(settings["trial_epochs"])))
     if settings["start_from_untuned"] and settings["sampler"] != "grid":
         # Trial 0 tries the untuned settings, so the search can only improve on them.
-        untuned = {**fit_defaults, **hparam_defaults}
+        untuned = {**vars(fit_defaults), **hparam_defaults}
         baseline = {key: untuned[key] for key in space if untuned.get(key) in space[key]}
         if baseline:
             study.enqueue_trial(baseline, skip_if_exists=True)

@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from handwriting import labels
+from handwriting.augmentation import AugmentSettings
 from handwriting.datasets import write_json
 from handwriting.keras_files import save_keras
 from handwriting.models.fitting import (
+    FIT_KEYS,
+    FitSettings,
     fine_tune,
     fit_model,
     load_subset,
@@ -24,29 +27,33 @@ from handwriting.models.fitting import (
 from handwriting.models.reference import ModelRef
 from handwriting.params import Params, ParamsError
 
-# Settings of the fit itself; every other key of train.<arch> goes to the model builder.
-FIT_KEYS = ("epochs", "batch_size", "learning_rate", "optimizer", "fine_tune_blocks",
-            "fine_tune_epochs")
+# Keys of train.<architecture> that are not architectures.
+NOT_ARCHITECTURES = ("architectures", "defaults")
 
 
-def arch_settings(params: Params, arch: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(fit settings, builder hyperparameters) of ``train.<arch>``."""
+def arch_settings(params: Params, arch: str) -> tuple[FitSettings, dict[str, Any]]:
+    """(fit settings, builder hyperparameters) of ``arch``: the fit keys (:data:`FIT_KEYS`)
+    of ``train.defaults`` overridden by ``train.<arch>``; every other key of ``train.<arch>``
+    goes to the model builder."""
     train = params.train or {}
-    if arch not in train:
+    if arch not in train or arch in NOT_ARCHITECTURES:
         raise ParamsError(f"params.yaml has no train.{arch} section; add one (see the other "
                           f"architectures) or remove {arch} from train.architectures")
+    defaults = train.get("defaults") or {}
+    if not isinstance(defaults, dict) or set(defaults) - set(FIT_KEYS):
+        raise ParamsError("params.yaml: train.defaults may only hold fit settings "
+                          f"({', '.join(FIT_KEYS)}); got {defaults!r}")
     settings = dict(train[arch])
-    fit = {key: settings.pop(key) for key in FIT_KEYS if key in settings}
-    for key in ("epochs", "batch_size", "learning_rate"):
-        if key not in fit:
-            raise ParamsError(f"params.yaml: missing key 'train.{arch}.{key}'")
-    fit.setdefault("optimizer", "adam")
-    fit.setdefault("fine_tune_blocks", 0)
-    fit.setdefault("fine_tune_epochs", 0)
-    return fit, settings
+    fit = {**defaults, **{key: settings.pop(key) for key in FIT_KEYS if key in settings}}
+    return FitSettings.from_mapping(fit, f"train.{arch}"), settings
 
 
-def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: dict[str, Any],
+def variant_ranges(params: Params, fit: FitSettings) -> AugmentSettings | None:
+    """The ranges of ``fit``'s on-the-fly variants (the ``augment`` params), if it has any."""
+    return AugmentSettings.from_params(params) if fit.augment_on_the_fly else None
+
+
+def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: FitSettings,
                      hparams: dict[str, Any], split_dir: Path, model_path: Path,
                      history_path: Path, metrics_path: Path,
                      train_fn: Callable[..., tuple[dict, list[dict]]] | None = None,
@@ -71,14 +78,14 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: d
         mlflow.set_tags(tracking.run_tags(stage=f"{'train' if variant == 'untuned' else 'tune'}"
                                                 f"@{arch}", architecture=arch, variant=variant,
                                           pretrained=info["pretrained"]))
-        mlflow.log_params({**{f"fit.{k}": v for k, v in fit_settings.items()},
+        mlflow.log_params({**{f"fit.{k}": v for k, v in vars(fit_settings).items()},
                            **{f"model.{k}": v for k, v in hparams.items()},
                            **(extra_params or {}),
                            "base.seed": params.base.seed, "base.image_size": size,
                            "data.train_images": len(train[0]), "data.val_images": len(val[0])})
         started = time.perf_counter()
         if train_fn is None:
-            history = _fixed_epochs(model, fit_settings, train, val, params.base.seed,
+            history = _fixed_epochs(model, fit_settings, train, val, params,
                                     [mlflow_epoch_logger()])
             rows = write_history(history_path, history)
             reported = rows[-1]
@@ -104,17 +111,12 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: d
     return summary
 
 
-def _fixed_epochs(model, fit_settings, train, val, seed, callbacks):
-    common = dict(batch_size=int(fit_settings["batch_size"]),
-                  optimizer=fit_settings["optimizer"],
-                  learning_rate=float(fit_settings["learning_rate"]),
-                  train=train, val=val, seed=seed, callbacks=callbacks)
-    epochs = int(fit_settings["epochs"])
-    history = fit_model(model, epochs=epochs, **common)
-    if fit_settings["fine_tune_blocks"] and fit_settings["fine_tune_epochs"]:
-        more = fine_tune(model, blocks=int(fit_settings["fine_tune_blocks"]),
-                         epochs=int(fit_settings["fine_tune_epochs"]), start_epoch=epochs,
-                         **common)
+def _fixed_epochs(model, fit: FitSettings, train, val, params: Params, callbacks):
+    common = dict(train=train, val=val, seed=params.base.seed, callbacks=callbacks,
+                  augmentation=variant_ranges(params, fit))
+    history = fit_model(model, fit, **common)
+    if fit.fine_tune_blocks and fit.fine_tune_epochs:
+        more = fine_tune(model, fit, start_epoch=fit.epochs, **common)
         history = {key: history[key] + more.get(key, []) for key in history}
     return history
 

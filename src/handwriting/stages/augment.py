@@ -18,17 +18,8 @@ from handwriting import labels
 from handwriting.augmentation import AugmentSettings, augment_image
 from handwriting.datasets import load_arrays, replacing_directory, save_arrays
 from handwriting.imaging import to_uint8
-from handwriting.params import Params, load_params
+from handwriting.params import load_params
 from handwriting.visualize import contact_sheet
-
-
-def settings_from(params: Params) -> AugmentSettings:
-    """The augmentation ranges from params.yaml."""
-    a = params.augment
-    return AugmentSettings(rotation_degrees=a.rotation_degrees, translation=a.translation,
-                           scale=a.scale, shear=a.shear, elastic_alpha=a.elastic_alpha,
-                           thickness_probability=a.thickness_probability,
-                           noise_std=a.noise_std, margin=params.preprocess.margin)
 
 
 def augment_arrays(images: np.ndarray, copies: int, seed: int,
@@ -58,7 +49,7 @@ def run(params_path: Path, balanced_dir: Path, out_dir: Path, preview_path: Path
     data = load_arrays(balanced_dir, "images", "labels", "source_ids")
     copies = params.augment.copies
     images, variants = augment_arrays(data["images"], copies, params.base.seed,
-                                      settings_from(params))
+                                      AugmentSettings.from_params(params))
     with replacing_directory(out_dir) as staging:
         save_arrays(staging, images=images, labels=np.repeat(data["labels"], copies + 1),
                     source_ids=np.repeat(data["source_ids"], copies + 1), variants=variants)

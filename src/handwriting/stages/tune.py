@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from handwriting.datasets import write_json
-from handwriting.models.fitting import FeatureCache, fit_model
+from handwriting.models.fitting import FIT_KEYS, FeatureCache, fit_model
 from handwriting.models.search import SearchError, search, tune_settings
-from handwriting.models.training import FIT_KEYS, arch_settings, tracked_training
+from handwriting.models.training import arch_settings, tracked_training, variant_ranges
 from handwriting.params import ParamsError, load_params
 
 
@@ -40,23 +40,24 @@ def run(arch: str, params_path: Path, split_dir: Path, best_params_path: Path,
     cache = FeatureCache()  # a frozen VGG base's features: computed once for search and model
     best, study = search(arch, params, split_dir, cache)
     fit_defaults, hparam_defaults = arch_settings(params, arch)
-    fit = {**fit_defaults, **{k: v for k, v in best.items() if k in FIT_KEYS},
-           "epochs": int(settings["max_epochs"])}
+    fit = fit_defaults.replace(epochs=int(settings["max_epochs"]),
+                               **{k: v for k, v in best.items() if k in FIT_KEYS})
     hparams = {**hparam_defaults, **{k: v for k, v in best.items() if k not in FIT_KEYS}}
     patience = int(settings["patience"])
 
     def early_stopped(model, train, val, callbacks):
         with tempfile.TemporaryDirectory() as scratch:
             checkpoint = Path(scratch) / "best.weights.h5"
+            # A learning-rate schedule already lowers the rate: no reduction on plateaus.
+            plateau = [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                         patience=max(1, patience // 2))
+                       ] if fit.lr_schedule == "constant" else []
             history = fit_model(
-                model, epochs=fit["epochs"], batch_size=int(fit["batch_size"]),
-                optimizer=fit["optimizer"], learning_rate=float(fit["learning_rate"]),
-                train=train, val=val, seed=params.base.seed, cache=cache,
-                callbacks=[*callbacks,
+                model, fit, train=train, val=val, seed=params.base.seed, cache=cache,
+                augmentation=variant_ranges(params, fit),
+                callbacks=[*callbacks, *plateau,
                            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                                          restore_best_weights=True),
-                           keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                                             patience=max(1, patience // 2)),
                            keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss",
                                                            save_best_only=True,
                                                            save_weights_only=True)])
