@@ -25,7 +25,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -38,6 +37,22 @@ LENET5_MODEL = REPO / "models" / "lenet5" / "tuned.keras"
 DEFAULT_MODEL = CHAMPION_MODEL if CHAMPION_MODEL.is_file() else LENET5_MODEL
 EMNIST = REPO.parent / "shared" / "data" / "emnist-letters"
 WARMUP = 10
+THROUGHPUT_SECONDS = 3.0
+
+
+def _latency(call, calls: int) -> tuple[float, float]:
+    """p50 and p99 of one call, in milliseconds (the pipeline's timer)."""
+    from handwriting import timing
+
+    measured = timing.latency(lambda _: call(), range(calls), warm_up=WARMUP)
+    return measured.p50_ms, measured.p99_ms
+
+
+def _throughput(call, batch: int) -> float:
+    """Images per second of a call on ``batch`` images (the pipeline's timer)."""
+    from handwriting import timing
+
+    return timing.throughput(call, batch, seconds=THROUGHPUT_SECONDS, min_calls=3)
 
 
 def _set_tf_threads(threads: int) -> None:
@@ -45,29 +60,6 @@ def _set_tf_threads(threads: int) -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-
-def _latency(call, calls: int) -> tuple[float, float]:
-    """p50 and p99 of one call, in milliseconds."""
-    for _ in range(WARMUP):
-        call()
-    times = np.empty(calls)
-    for index in range(calls):
-        started = time.perf_counter()
-        call()
-        times[index] = time.perf_counter() - started
-    p50, p99 = np.percentile(times * 1000.0, [50, 99])
-    return float(p50), float(p99)
-
-
-def _throughput(call, batch: int, seconds: float = 3.0) -> float:
-    """Images per second of a call on ``batch`` images, run for about ``seconds``."""
-    call()
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds or done < 3:
-        call()
-        done += 1
-    return done * batch / (time.perf_counter() - started)
 
 
 def _sample_png() -> tuple[bytes, str]:

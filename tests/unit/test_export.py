@@ -24,6 +24,7 @@ from handwriting.datasets import save_arrays  # noqa: E402
 from handwriting.evaluation import champion  # noqa: E402
 from handwriting.evaluation.champion import Candidate  # noqa: E402
 from handwriting.imaging import to_uint8  # noqa: E402
+from handwriting.keras_inference import compiled_predictor  # noqa: E402
 from handwriting.params import load_params  # noqa: E402
 from handwriting.serving.predictor import UNSURE_MESSAGE, Predictor  # noqa: E402
 from handwriting.serving.pyfunc import ALIAS, register_champion  # noqa: E402
@@ -119,7 +120,7 @@ def project(tmp_path_factory):
     keyed = {f"{arch}-tuned": model for arch, model in models.items()}
     decision = comparison.choose_champion(
         params, root / "split", keyed,
-        {key: comparison.fast_predictor(model, 32) for key, model in keyed.items()}, [0.9, 0.1])
+        {key: compiled_predictor(model) for key, model in keyed.items()}, [0.9, 0.1])
     (root / "metrics" / "champion.json").write_text(json.dumps(decision))
     return root
 

@@ -92,7 +92,7 @@ def _serving_predictor(folder: str, stamp: int) -> Predictor:
 
 @st.cache_resource(show_spinner="Loading the model for its explanations...", max_entries=16)
 def _keras_model(path: str, stamp: int):
-    from handwriting.serving.onnx_export import load_keras_model
+    from handwriting.keras_inference import load_keras_model
 
     return load_keras_model(path)
 

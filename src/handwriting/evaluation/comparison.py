@@ -5,16 +5,14 @@ The evaluate stage calls these in order (:mod:`handwriting.stages.evaluate`).
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from handwriting import labels
+from handwriting import labels, timing
 from handwriting.datasets import load_arrays, write_csv
 from handwriting.evaluation import champion as champion_policy
 from handwriting.evaluation import ensemble as ensembles
@@ -24,6 +22,7 @@ from handwriting.evaluation.metrics import (
     confused_pairs,
     per_class_report,
 )
+from handwriting.keras_inference import compiled_predictor
 from handwriting.models.reference import SEED_ARCHITECTURES, VARIANTS, ModelRef, tuned_names
 from handwriting.params import Params
 
@@ -32,32 +31,15 @@ CROSSDATA_FIGURES = ("accuracy", "case_insensitive_accuracy", "merged37_accuracy
                      "top5_accuracy")
 
 
-def fast_predictor(model, image_size: int):
-    """The model called as a compiled function: ~ms per image where ``model.predict`` costs
-    ~100 ms of set-up on every call."""
-    import tensorflow as tf
-
-    @tf.function(input_signature=[tf.TensorSpec((None, image_size, image_size, 1), tf.float32)],
-                 reduce_retracing=True)
-    def predict(batch):
-        return model(batch, training=False)
-
-    return lambda batch: predict(tf.constant(batch, tf.float32)).numpy()
-
-
 def median_latency_ms(predict_fns: list, image: np.ndarray, calls: int) -> float:
     """Median wall time (ms) of one single-image call through every function in turn."""
     batch = image[None, ..., None].astype(np.float32)
-    for _ in range(5):  # warm-up: tracing and first-call allocations
+
+    def through_all(_) -> None:
         for fn in predict_fns:
             fn(batch)
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        for fn in predict_fns:
-            fn(batch)
-        times.append((time.perf_counter() - started) * 1000.0)
-    return round(statistics.median(times), 4)
+
+    return round(timing.latency(through_all, range(calls)).p50_ms, 4)
 
 
 def predict_all(predict_fn, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -197,7 +179,7 @@ def score_models(params: Params, models_dir: Path, images: np.ndarray, y_true: n
                 raise FileNotFoundError(f"{path} is missing; run `dvc repro` to train it")
             model = keras.models.load_model(path)
             scores.models[key] = model
-            scores.predictors[key] = predictor = fast_predictor(model, params.base.image_size)
+            scores.predictors[key] = predictor = compiled_predictor(model)
             scores.probabilities[key] = probabilities = predict_all(predictor, images)
             figures = classification_metrics(y_true, probabilities)
             figures.update(bootstrap_intervals(y_true, probabilities, seed=params.base.seed))

@@ -122,7 +122,7 @@ def build_soft_vote_ensemble(members: Sequence, weights: Sequence[float] | None 
     if len(weights) != len(members) or any(w < 0 for w in weights) or sum(weights) == 0:
         raise ValueError(f"ensemble weights must be {len(members)} non-negative numbers that "
                          f"are not all 0, got {weights}")
-    from handwriting.serving.onnx_export import image_size_of
+    from handwriting.keras_inference import image_size_of
 
     size = image_size_of(members[0])
     for member in members:

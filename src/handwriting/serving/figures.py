@@ -8,12 +8,12 @@ Latencies and throughput are reported figures; nothing is chosen by them
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from handwriting import timing
 from handwriting.imaging import PreprocessSettings
 
 # Side of the dark-on-white PNGs the latency figure decodes: a typical small upload, so the
@@ -43,15 +43,8 @@ def latency_pngs(images: np.ndarray, count: int) -> list[bytes]:
 def end_to_end_latency_ms(predictor, files: list[bytes]) -> dict[str, float]:
     """p50 and p99 wall time (ms) of ``predictor.predict(png_bytes, top_k=5)``, one image per
     call, after a warm-up."""
-    for data in files[:WARM_UP_CALLS]:
-        predictor.predict(data, top_k=5)
-    times = []
-    for data in files:
-        start = time.perf_counter()
-        predictor.predict(data, top_k=5)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return {"p50_ms": round(float(np.percentile(times, 50)), 4),
-            "p99_ms": round(float(np.percentile(times, 99)), 4)}
+    return timing.latency(lambda data: predictor.predict(data, top_k=5), files,
+                          warm_up=WARM_UP_CALLS).rounded()
 
 
 def batched_throughput(predictor, images: np.ndarray, batch_size: int) -> float:
@@ -59,12 +52,8 @@ def batched_throughput(predictor, images: np.ndarray, batch_size: int) -> float:
     ``batch_size``, measured over at least THROUGHPUT_SECONDS."""
     reps = -(-batch_size // len(images))
     batch = np.concatenate([images] * reps)[:batch_size]
-    predictor.probabilities(batch)  # warm-up
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < THROUGHPUT_SECONDS:
-        predictor.probabilities(batch)
-        done += len(batch)
-    return round(done / (time.perf_counter() - start), 1)
+    return round(timing.throughput(lambda: predictor.probabilities(batch), len(batch),
+                                   seconds=THROUGHPUT_SECONDS), 1)
 
 
 def size_mb(path: Path) -> float:

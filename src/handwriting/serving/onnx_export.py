@@ -23,50 +23,25 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from handwriting import labels
+from handwriting.keras_inference import (
+    BATCH_SIZE,
+    ModelOrPath,
+    as_model_input,
+    image_size_of,
+    keras_probabilities,
+    load_keras_model,
+    missing_model,
+)
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 BATCH_DIM = "batch"
 # ONNX opset of the exports: ONNX Runtime 1.17+ runs it and it has every op tf2onnx needs here.
 OPSET = 17
-# Images per model call in :func:`agreement` and calibration.
-BATCH_SIZE = 256
-
-ModelOrPath = Any  # keras.Model | str | os.PathLike
-
-
-def _missing_model(path: Path, what: str = "model file") -> FileNotFoundError:
-    return FileNotFoundError(
-        f"{path}: {what} not found; run `dvc repro` to train and export the models, "
-        "or pass the path of an existing model")
-
-
-def load_keras_model(model_or_path: ModelOrPath):
-    """A ``keras.Model`` as is, or loaded (uncompiled) from a ``.keras`` file."""
-    if not isinstance(model_or_path, (str, os.PathLike)):
-        return model_or_path
-    path = Path(model_or_path)
-    if not path.is_file():
-        raise _missing_model(path)
-    if path.suffix != ".keras":
-        raise ValueError(f"{path}: expected a Keras 3 .keras file")
-    import keras
-
-    return keras.saving.load_model(path, compile=False)
-
-
-def image_size_of(model) -> int:
-    """The side S of a model taking (None, S, S, 1) images; ValueError for any other input."""
-    shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or shape[1] is None:
-        raise ValueError(f"model {model.name!r} takes inputs of shape {shape}; expected "
-                         "(None, S, S, 1) grayscale square images")
-    return int(shape[1])
 
 
 @contextlib.contextmanager
@@ -200,7 +175,7 @@ def open_session(path: str | os.PathLike, *, intra_op_threads: int = 1,
 
     path = Path(path)
     if not path.is_file():
-        raise _missing_model(path, "ONNX model")
+        raise missing_model(path, "ONNX model")
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(intra_op_threads)
     options.inter_op_num_threads = int(inter_op_threads)
@@ -209,19 +184,6 @@ def open_session(path: str | os.PathLike, *, intra_op_threads: int = 1,
     options.log_severity_level = 3  # errors only
     return ort.InferenceSession(str(path), sess_options=options,
                                 providers=["CPUExecutionProvider"])
-
-
-def as_model_input(images: np.ndarray) -> np.ndarray:
-    """(N, S, S) or (N, S, S, 1) images (or one (S, S) image) -> contiguous (N, S, S, 1) float32."""
-    array = np.asarray(images, dtype=np.float32)
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim == 3:
-        array = array[..., None]
-    if array.ndim != 4 or array.shape[-1] != 1 or array.shape[1] != array.shape[2]:
-        raise ValueError(f"images of shape {np.shape(images)}: expected (N, S, S) or "
-                         "(N, S, S, 1) preprocessed images")
-    return np.ascontiguousarray(array)
 
 
 def _run_session(session, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
@@ -297,7 +259,7 @@ def quantize_int8(onnx_path: str | os.PathLike, int8_path: str | os.PathLike,
         raise ValueError(f"method must be 'auto', 'dynamic' or 'static'; got {method!r}")
     onnx_path, int8_path = Path(onnx_path), Path(int8_path)
     if not onnx_path.is_file():
-        raise _missing_model(onnx_path, "ONNX model")
+        raise missing_model(onnx_path, "ONNX model")
     images = None if calibration_images is None else as_model_input(calibration_images)
     if images is not None and len(images) == 0:
         raise ValueError("calibration_images is empty; pass some preprocessed images, or None "
@@ -345,18 +307,6 @@ def quantize_int8(onnx_path: str | os.PathLike, int8_path: str | os.PathLike,
         _set_metadata(candidates[chosen], quantization=chosen)
         os.replace(candidates[chosen], int8_path)
     return int8_path
-
-
-def keras_probabilities(model, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """(N, 52) probabilities of (N, S, S[, 1]) preprocessed images from a Keras model, batched."""
-    import keras
-
-    batch = as_model_input(images)
-    outputs = [keras.ops.convert_to_numpy(model(batch[start:start + batch_size],
-                                                training=False))
-               for start in range(0, len(batch), batch_size)]
-    return (np.concatenate(outputs) if outputs
-            else np.zeros((0, labels.NUM_CLASSES), np.float32))
 
 
 def agreement(keras_model: ModelOrPath, onnx_path: str | os.PathLike, images: np.ndarray, *,

@@ -30,14 +30,13 @@ import numpy as np
 from handwriting import labels
 from handwriting.imaging import PreprocessSettings, Source, preprocess_with
 from handwriting.keras_files import save_keras
-from handwriting.serving.onnx_export import (
+from handwriting.keras_inference import (
     as_model_input,
-    export_onnx,
+    compiled_predictor,
     image_size_of,
     load_keras_model,
-    open_session,
-    quantize_int8,
 )
+from handwriting.serving.onnx_export import export_onnx, open_session, quantize_int8
 
 SERVING_JSON = "serving.json"
 ONNX_FILE = "model.onnx"
@@ -79,23 +78,16 @@ class _OnnxBackend:
 
 
 class _KerasBackend:
-    """A Keras model called through one traced ``tf.function`` with a fixed input signature
-    (no retracing per batch size, none of ``model.predict``'s per-call overhead)."""
+    """A Keras model called through :func:`handwriting.keras_inference.compiled_predictor`."""
 
     def __init__(self, path: Path):
-        import tensorflow as tf
-
         self.model = load_keras_model(path)
         self.image_size = image_size_of(self.model)
         self.num_outputs = self.model.output_shape[-1]
-        model = self.model
-        size = self.image_size
-        self._call = tf.function(
-            lambda images: model(images, training=False),
-            input_signature=[tf.TensorSpec((None, size, size, 1), tf.float32, name="image")])
+        self._call = compiled_predictor(self.model)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self._call(batch).numpy()
+        return self._call(batch)
 
 
 class Predictor:
