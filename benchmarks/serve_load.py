@@ -4,9 +4,9 @@ Run: ``python benchmarks/serve_load.py [--clients 4] [--seconds 15] [--images-pe
 [--workers 1]``
 
 By default it starts ``mlflow models serve -m models:/<export.registered_model>@champion
---env-manager local --workers N`` on a free loopback port (the repository's MLflow store, after ``dvc
-repro``) and stops it at the end; ``--url http://127.0.0.1:5001`` measures a server you started
-yourself instead. Each client sends one request after another, each holding
+--env-manager local --workers N`` on a free loopback port (the repository's MLflow store, after
+``dvc repro``) and stops it at the end; ``--url http://127.0.0.1:5001`` measures a server you
+started yourself instead. Each client sends one request after another, each holding
 ``--images-per-request`` PNG files (base64, as in the README's curl call) made from the test
 split (``data/split/test``), or from the EMNIST sample beside the repository when the split is
 absent. Prints requests/s, images/s, p50/p99/max latency and the error count; the server's

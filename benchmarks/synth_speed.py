@@ -46,7 +46,8 @@ def main() -> None:
     for i in range(args.n):
         pixels += draw_letter(LETTERS[i % len(LETTERS)], rng).size
     elapsed = time.perf_counter() - t0
-    print(f"warm-up (fonts + skeleton cache, {len(FONT_STYLES) * len(LETTERS)} images): {warm:.2f} s")
+    warmed = len(FONT_STYLES) * len(LETTERS)
+    print(f"warm-up (fonts + skeleton cache, {warmed} images): {warm:.2f} s")
     print(f"{args.n} images in {elapsed:.2f} s on one core: {args.n / elapsed:.0f} images/s "
           f"(mean {pixels / args.n:.0f} pixels per image)")
 

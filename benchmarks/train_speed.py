@@ -20,9 +20,9 @@ def main() -> None:
     import keras
 
     from handwriting import labels
-    from handwriting.models.zoo import ARCHITECTURES, build
     from handwriting.models.fitting import frozen_feature_split as _frozen_feature_split
     from handwriting.models.fitting import make_reproducible
+    from handwriting.models.zoo import ARCHITECTURES, build
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32, help="image side (default 32)")
