@@ -29,6 +29,7 @@ import yaml
 from handwriting import labels
 from handwriting.evaluation.crossdata import read_class_folder
 from handwriting.evaluation.metrics import classification_metrics
+from handwriting.keras_inference import keras_probabilities
 from handwriting.models.fitting import fit_model, load_subset, make_reproducible
 from handwriting.models.training import arch_settings, variant_ranges
 from handwriting.params import load_params
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                                 flush=True))])
     seconds = time.perf_counter() - started
     real = classification_metrics(
-        real_ids, model.predict(real_images[..., None] / 255.0, verbose=0, batch_size=256))
+        real_ids, keras_probabilities(model, real_images / 255.0))
     result = {
         "label": args.label or args.arch, "arch": args.arch, "fit": vars(fit),
         "hparams": hparams, "params": int(model.count_params()),
