@@ -102,7 +102,7 @@ def augment_image(image: np.ndarray, rng: np.random.Generator,
     except ImageError:  # the transformations erased the letter: keep the original
         framed = image.astype(np.float32)
     shift = rng.uniform(-settings.translation, settings.translation, size=2) * size
-    matrix = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+    matrix = np.array([[1, 0, shift[0]], [0, 1, shift[1]]], dtype=np.float32)
     framed = cv2.warpAffine(framed, matrix, (size, size), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if settings.noise_std > 0:

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -94,10 +94,10 @@ class Params:
     augment: Augment = field(default=None)  # type: ignore[assignment]
     split: Split = field(default=None)  # type: ignore[assignment]
     # Per-architecture training settings: the train stage validates them against the builders.
-    train: dict = field(default=None)  # type: ignore[assignment]
+    train: dict = field(default=None)  # type: ignore[arg-type]
     # Search settings and per-architecture spaces: the tune stage validates them.
-    tune: dict = field(default=None)  # type: ignore[assignment]
-    evaluate: dict = field(default=None)  # type: ignore[assignment]
+    tune: dict = field(default=None)  # type: ignore[arg-type]
+    evaluate: dict = field(default=None)  # type: ignore[arg-type]
     export: Export = field(default=None)  # type: ignore[assignment]
 
     @property
@@ -117,7 +117,7 @@ def _build(cls: type, values: Any, where: str) -> Any:
         names = ", ".join(f"{where}.{key}" if where else key for key in unknown)
         raise ParamsError(f"params.yaml: unknown key(s) {names}; known keys here: "
                           f"{', '.join(fields)}")
-    built = {}
+    built: dict[str, Any] = {}
     for name, spec in fields.items():
         key = f"{where}.{name}" if where else name
         if name not in values:
@@ -130,7 +130,8 @@ def _build(cls: type, values: Any, where: str) -> Any:
         if dataclasses.is_dataclass(kind):
             built[name] = _build(kind, value, key)
         else:
-            built[name] = _check_scalar(value, spec.type, key)
+            # Annotations are strings here (from __future__ import annotations).
+            built[name] = _check_scalar(value, cast(str, spec.type), key)
     return cls(**built)
 
 

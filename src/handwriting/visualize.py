@@ -47,8 +47,9 @@ def contact_sheet(images_by_class: Mapping[str, Sequence[np.ndarray]], path: str
     figure = Figure(figsize=(mosaic.shape[1] / dpi, mosaic.shape[0] / dpi + 0.4), dpi=dpi)
     axes = figure.add_axes((0, 0, 1, mosaic.shape[0] / (mosaic.shape[0] + 0.4 * dpi)))
     axes.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    for x, y, char in anchors:
-        axes.text(x, y, char, ha="center", va="center", fontsize=tile // 3, fontweight="bold")
+    for anchor_x, anchor_y, char in anchors:
+        axes.text(anchor_x, anchor_y, char, ha="center", va="center", fontsize=tile // 3,
+                  fontweight="bold")
     axes.set_axis_off()
     figure.suptitle(title, fontsize=11, y=0.995, va="top")
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -102,6 +102,8 @@ def predictor(choice: ModelChoice, settings: PreprocessSettings | None) -> Predi
 
     Raises FileNotFoundError or ValueError (message naming the file) when it cannot load.
     """
+    if choice.path is None:
+        raise ValueError(f"{choice.name} has no model file (an ensemble is not one model)")
     if choice.kind == "keras":
         return _keras_predictor(str(choice.path), _stamp(choice.path), settings)
     serving_json = choice.path / "serving.json"

@@ -37,7 +37,7 @@ def read_class_folder(root: str | Path, settings: PreprocessSettings, *, workers
             skipped.append((entry.relative, result))
         else:
             images.append(result)
-            class_ids.append(labels.index_of(entry.char))
+            class_ids.append(labels.index_of(str(entry.char)))  # usable: in a class folder
     size = settings.image_size
     stacked = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
     return stacked, np.array(class_ids, dtype=np.int64), skipped

@@ -92,7 +92,7 @@ def _check_fits(model: keras.Model, batch: np.ndarray) -> None:
 
 
 def _class_indices(
-    class_index: int | Sequence[int] | None, count: int, num_classes: int
+    class_index: int | Sequence[int] | np.ndarray | None, count: int, num_classes: int
 ) -> np.ndarray | None:
     """Validated class indices, one per image, or None for "the predicted class"."""
     if class_index is None:
@@ -529,8 +529,9 @@ def explanation_grid(
     for column, header in enumerate(headers):
         axes.text(gap + column * (tile_w + gap) + tile_w / 2, top - 6, header, ha="center",
                   va="bottom", fontsize=9)
-    for x, y, text, colour, wrong in captions:
-        axes.text(x, y, text, ha="left", va="center", fontsize=10, color=colour,
+    for caption_x, caption_y, text, caption_colour, wrong in captions:
+        axes.text(caption_x, caption_y, text, ha="left", va="center", fontsize=10,
+                  color=caption_colour,
                   fontweight="bold" if wrong else "normal")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi, format="png", metadata={"Software": None})

@@ -266,15 +266,14 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
     from handwriting.models.zoo import _find_vgg_base
 
     callbacks = list(callbacks or [])
-    steps = math.ceil(len(train[0]) / fit.batch_size)
-    learning_rate = learning_rate_schedule(fit, steps)
+    learning_rate = learning_rate_schedule(fit, steps_per_epoch(len(train[0]), fit.batch_size))
     split = frozen_feature_split(model)
     if split is None:
         compile_model(model, fit.optimizer, learning_rate, fit.label_smoothing)
-        return model.fit(_training_data(fit, train, seed, augmentation), epochs=fit.epochs,
-                         steps_per_epoch=steps if fit.augment_on_the_fly else None,
-                         validation_data=make_dataset(*val, fit.batch_size, shuffle=False,
-                                                      seed=seed),
+        data, steps = _training_data(fit, train, seed, augmentation)
+        return model.fit(data, epochs=fit.epochs, steps_per_epoch=steps,
+                         validation_data=make_dataset(val[0], val[1], fit.batch_size,
+                                                      shuffle=False, seed=seed),
                          verbose=verbose, callbacks=callbacks).history
     if fit.augment_on_the_fly:
         raise ParamsError(f"augment_on_the_fly must be 0 for {model.name}: its frozen VGG-16 "
@@ -283,6 +282,7 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
     features, head = split
     cache = cache if cache is not None else FeatureCache()
     base = _find_vgg_base(model)
+    assert base is not None  # frozen_feature_split found it
     if cache.base_weights is None:
         cache.base_weights = base.get_weights()
     else:
@@ -297,16 +297,24 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
                     ).history
 
 
-def _training_data(fit: FitSettings, train, seed: int, augmentation: AugmentSettings | None,
-                   first_epoch: int = 0):
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Batches in one epoch over ``images`` (the last one may be short)."""
+    return math.ceil(images / batch_size)
+
+
+def _training_data(fit: FitSettings, train: tuple[np.ndarray, np.ndarray], seed: int,
+                   augmentation: AugmentSettings | None, first_epoch: int = 0):
+    """(the training batches, the steps per epoch Keras must be told: None when the dataset
+    ends with each epoch; on-the-fly variants repeat it, continuing at ``first_epoch``)."""
+    images, class_ids = train
     if not fit.augment_on_the_fly:
-        return make_dataset(*train, fit.batch_size, shuffle=True, seed=seed)
+        return make_dataset(images, class_ids, fit.batch_size, shuffle=True, seed=seed), None
     if augmentation is None:
         raise ValueError("augment_on_the_fly needs the augmentation ranges (params.augment)")
-    steps = math.ceil(len(train[0]) / fit.batch_size)
-    return make_dataset(*train, fit.batch_size, shuffle=True, seed=seed,
+    steps = steps_per_epoch(len(images), fit.batch_size)
+    return make_dataset(images, class_ids, fit.batch_size, shuffle=True, seed=seed,
                         augment=(fit.augment_on_the_fly, augmentation),
-                        first_batch=first_epoch * steps)
+                        first_batch=first_epoch * steps), steps
 
 
 def fine_tune(model, fit: FitSettings, *, start_epoch: int, train, val, seed: int,
@@ -319,11 +327,10 @@ def fine_tune(model, fit: FitSettings, *, start_epoch: int, train, val, seed: in
 
     unfreeze_top_vgg_blocks(model, fit.fine_tune_blocks)
     compile_model(model, fit.optimizer, fit.learning_rate / 10, fit.label_smoothing)
-    steps = math.ceil(len(train[0]) / fit.batch_size)
-    return model.fit(_training_data(fit, train, seed, augmentation, start_epoch),
-                     steps_per_epoch=steps if fit.augment_on_the_fly else None,
-                     validation_data=make_dataset(*val, fit.batch_size, shuffle=False,
-                                                  seed=seed),
+    data, steps = _training_data(fit, train, seed, augmentation, start_epoch)
+    return model.fit(data, steps_per_epoch=steps,
+                     validation_data=make_dataset(val[0], val[1], fit.batch_size,
+                                                  shuffle=False, seed=seed),
                      initial_epoch=start_epoch, epochs=start_epoch + fit.fine_tune_epochs,
                      verbose=2, callbacks=list(callbacks or [])).history
 

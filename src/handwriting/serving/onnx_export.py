@@ -285,6 +285,7 @@ def quantize_int8(onnx_path: str | os.PathLike, int8_path: str | os.PathLike,
                                weight_type=q.QuantType.QInt8,
                                op_types_to_quantize=["MatMul", "Gemm"])
         if method in ("static", "auto"):
+            assert images is not None  # checked above: static needs calibration images
             # "auto" calibrates on the first half and compares on the second.
             calibrate = images if method == "static" or len(images) < 2 else \
                 images[: len(images) // 2]
@@ -297,7 +298,7 @@ def quantize_int8(onnx_path: str | os.PathLike, int8_path: str | os.PathLike,
                 op_types_to_quantize=["Conv", "MatMul", "Gemm"],
                 nodes_to_exclude=_final_matmul(onnx.load(str(prepared))))
         chosen = method
-        if method == "auto":
+        if method == "auto" and images is not None:
             held_out = images[len(images) // 2:]
             reference = _run_session(open_session(onnx_path), held_out).argmax(1)
             score = {name: float(np.mean(_run_session(open_session(path), held_out).argmax(1)

@@ -32,6 +32,7 @@ from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
+from mlflow.pyfunc.model import PythonModel
 
 ALIAS = "champion"
 IMAGE_COLUMN = "image"
@@ -89,7 +90,7 @@ def _top_k(params: dict[str, Any] | None) -> int:
     return int(value)
 
 
-class LetterClassifier(mlflow.pyfunc.PythonModel):
+class LetterClassifier(PythonModel):
     """Image files in, letters out: the shared preprocessing and the ONNX model of a serving
     folder (the ``serving`` artifact)."""
 

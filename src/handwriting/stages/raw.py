@@ -118,7 +118,7 @@ def import_folder(root: Path, out_dir: Path, settings: PreprocessSettings, *,
         name = Path(entry.relative).name
         # A non-PNG keeps its old suffix inside the new name, so a.jpg and a.png both survive.
         file_name = name if name.lower().endswith(".png") else f"{name}.png"
-        target = out_dir / labels.folder_of(entry.char) / f"{name_prefix}{file_name}"
+        target = out_dir / labels.folder_of(str(entry.char)) / f"{name_prefix}{file_name}"
         jobs.append((str(entry.path), report_prefix + entry.relative, str(target), settings))
     imported = 0
     with ProcessPoolExecutor(_workers()) as pool:
@@ -133,11 +133,12 @@ def import_folder(root: Path, out_dir: Path, settings: PreprocessSettings, *,
 
 
 def _sample_sheet(raw_dir: Path, path: Path, title: str) -> None:
-    images = {}
+    images: dict[str, list[np.ndarray]] = {}
     for char in labels.CLASSES:
         files = sorted((raw_dir / labels.folder_of(char)).glob("*.png"))
-        images[char] = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
-                        for f in files[:SAMPLES_PER_CLASS_ON_SHEET]]
+        read = (cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+                for f in files[:SAMPLES_PER_CLASS_ON_SHEET])
+        images[char] = [image for image in read if image is not None]
     contact_sheet(images, path, title=title)
 
 

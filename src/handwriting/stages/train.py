@@ -1,7 +1,8 @@
 """Stage train@<arch>: train one architecture with its untuned (seed-default) settings.
 
-Reads the split arrays, builds the model from the zoo with the ``train.<arch>`` params, trains
-with Adam and categorical cross-entropy for a fixed number of epochs (no early stopping), and
+Reads the split arrays, builds the model from the zoo with the ``train.<arch>`` params (over
+``train.defaults``), trains it with that recipe (the seed's six: Adam, categorical
+cross-entropy, constant learning rate) for a fixed number of epochs (no early stopping), and
 writes the model, its per-epoch history (a DVC plot) and a summary (DVC metrics). Every run is
 tracked in MLflow: params, per-epoch metrics, tags and artifacts.
 """

@@ -57,13 +57,15 @@ def allograph_sheet(path: str | Path, styles: Sequence[str], *, tile: int = 44) 
     axes = figure.add_axes((0, 0, 1, mosaic.shape[0] / (mosaic.shape[0] + head * dpi)))
     axes.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     axes.vlines([label_w + len(styles) * tile + gap / 2], 0, mosaic.shape[0], color="C0", lw=1)
-    for x, y, char, weight in notes:
+    for note_x, note_y, char, weight_text in notes:
         if char:
-            axes.text(x, y - 4, char, ha="center", va="center", fontsize=tile // 3,
+            axes.text(note_x, note_y - 4, char, ha="center", va="center", fontsize=tile // 3,
                       fontweight="bold")
-            axes.text(x, y + 10, weight, ha="center", va="center", fontsize=6, color="C0")
+            axes.text(note_x, note_y + 10, weight_text, ha="center", va="center", fontsize=6,
+                      color="C0")
         else:
-            axes.text(x, y, weight, ha="center", va="bottom", fontsize=6, color="C3")
+            axes.text(note_x, note_y, weight_text, ha="center", va="bottom", fontsize=6,
+                      color="C3")
     for k, style in enumerate(styles):
         axes.text(label_w + (k + 0.5) * tile, -4, style, rotation=60, ha="left", va="bottom",
                   fontsize=7)

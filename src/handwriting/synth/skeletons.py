@@ -139,7 +139,7 @@ def join_segments(segments, tol: float = 1e-6, max_turn_deg: float = 50.0) -> li
                 return
             direction = tail - path[-2]
             direction = direction / (np.linalg.norm(direction) + 1e-12)
-            best, best_cos = None, -2.0
+            best, best_cos = -1, -2.0  # every cosine beats -2: some candidate is chosen
             for i in cands:
                 a, b = segs[i]
                 nxt = b if key(a) == key(tail) else a

@@ -142,7 +142,7 @@ for image in images:
                             placeholder="the right letter", key=f"fix-{image.digest}")
     if save.button("Save correction", key=f"save-{image.digest}", disabled=right is None):
         try:
-            path = save_correction(image.data, right, app.feedback_dir, name=image.name,
+            path = save_correction(image.data, str(right), app.feedback_dir, name=image.name,
                                    settings=settings or PreprocessSettings())
         except (ImageError, labels.LabelError, FeedbackPathError, OSError) as error:
             st.error(f"Not saved: {error}", icon=":material/error:")
