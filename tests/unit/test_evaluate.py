@@ -75,7 +75,7 @@ def tiny_project(tmp_path, emnist_dir, monkeypatch):
             build(arch, (32, 32, 1), 52, **hparams).save(path)
             (tmp_path / "metrics" / "train").mkdir(parents=True, exist_ok=True)
             (tmp_path / "metrics" / "train" / f"{arch}-{variant}.json").write_text(
-                json.dumps({"val_accuracy": 0.5}))
+                json.dumps({"val_accuracy": 0.625 if variant == "tuned" else 0.5}))
     return tmp_path
 
 
@@ -121,6 +121,24 @@ def test_evaluate_writes_every_output(tiny_project):
                                                     "merged37_accuracy", "f1_macro",
                                                     "top5_accuracy"}
     assert "merged-37 accuracy" in report
+    # The tuning gain: tuned minus untuned, per architecture, in evaluate.json, the report
+    # and the chart's CSV.
+    for arch in ("lenet5", "gru"):
+        gain, untuned, tuned = (written[arch][k] for k in ("tuning_gain", "untuned", "tuned"))
+        assert gain["val_accuracy"] == 0.125
+        assert gain["test_accuracy"] == pytest.approx(tuned["accuracy"] - untuned["accuracy"],
+                                                      abs=1e-6)
+        assert gain["test_f1_macro"] == pytest.approx(tuned["f1_macro"] - untuned["f1_macro"],
+                                                      abs=1e-6)
+        assert gain["emnist_accuracy"] == pytest.approx(
+            crossdata["emnist"][f"{arch}-tuned"]["accuracy"]
+            - crossdata["emnist"][f"{arch}-untuned"]["accuracy"], abs=1e-6)
+    assert "## Tuning gain (tuned minus untuned)" in report
+    assert "| lenet5 | +0.125 |" in report and "| mean of the seed's 2 | +0.125 |" in report
+    with (root / "plots" / "tuning_gain.csv").open() as handle:
+        bars = list(csv.DictReader(handle))
+    assert len(bars) == 8 and bars[0]["bar"] == "lenet5: val accuracy"
+    assert float(bars[0]["gain"]) == 0.125
     for name in ("explain/lenet5-tuned.png", "explain/gru-untuned.png",
                  "mistakes/ensemble.png", "roc/ensemble.csv", "comparison.csv",
                  "crossdata/emnist.csv"):

@@ -49,7 +49,7 @@ def run_pipeline(tmp_path, sections: dict[str, dict], spaces: dict[str, dict],
     values["train"] = {"architectures": archs, "defaults": values["train"]["defaults"],
                        "lenet5": {**values["train"]["lenet5"], "epochs": 1}, **sections}
     values["tune"] = {**{k: v for k, v in values["tune"].items() if not isinstance(v, dict)},
-                      "n_trials": 1, "trial_epochs": 1, "max_epochs": 1, "trial_fraction": 1.0,
+                      "n_trials": 2, "rungs": 2, "reduction": 2,
                       "lenet5": {"learning_rate": [0.001]}, **spaces}
     values["evaluate"].update(latency_calls=5, explain_samples=2, crossdata=[],
                               **evaluate_changes)
@@ -62,7 +62,9 @@ def run_pipeline(tmp_path, sections: dict[str, dict], spaces: dict[str, dict],
         train.run(arch, params_path, split, models / arch / "untuned.keras",
                   tmp_path / "plots" / f"{arch}-untuned.csv",
                   metrics / "train" / f"{arch}-untuned.json")
-        tune.run(arch, params_path, split, models / arch / "best_params.json",
+        tune.run(arch, params_path, split, models / arch / "untuned.keras",
+                 tmp_path / "plots" / f"{arch}-untuned.csv",
+                 metrics / "train" / f"{arch}-untuned.json", models / arch / "best_params.json",
                  models / arch / "tuned.keras", tmp_path / "plots" / f"{arch}-tuned.csv",
                  metrics / "train" / f"{arch}-tuned.json")
     params = load_params(params_path)
@@ -87,13 +89,14 @@ def test_a_seventh_architecture_needs_only_its_builder_and_params(tmp_path, monk
                        {"tinycnn": {"filters": [4, 8]}})
     models, metrics, decision = run["models"], run["metrics"], run["decision"]
 
-    assert set(run["results"]["tinycnn"]) == {"untuned", "tuned"}
+    assert set(run["results"]["tinycnn"]) == {"untuned", "tuned", "tuning_gain"}
     assert "| tinycnn (beyond the seed) |" in (metrics / "comparison.md").read_text()
     assert set(decision["candidates"]) == {"lenet5-tuned", "tinycnn-tuned", "ensemble"}
     assert decision["candidates"]["tinycnn-tuned"]["mflops"] > 0
     assert (models / "onnx" / "tinycnn-tuned.onnx").stat().st_size > 0
     assert set(run["figures"]["exports"]) == {"lenet5-tuned", "tinycnn-tuned", "ensemble"}
-    assert json.loads((models / "tinycnn" / "best_params.json").read_text())["filters"] in (4, 8)
+    best = json.loads((models / "tinycnn" / "best_params.json").read_text())
+    assert best["settings"]["filters"] in (4, 8)
 
 
 def test_the_residual_cnn_with_its_recipe_goes_through_every_stage_and_into_the_app(
@@ -108,7 +111,7 @@ def test_the_residual_cnn_with_its_recipe_goes_through_every_stage_and_into_the_
                        ensemble_weighting="none")
     models, metrics, decision = run["models"], run["metrics"], run["decision"]
 
-    assert set(run["results"]["rescnn"]) == {"untuned", "tuned"}
+    assert set(run["results"]["rescnn"]) == {"untuned", "tuned", "tuning_gain"}
     report = (metrics / "comparison.md").read_text()
     assert "| rescnn (beyond the seed) |" in report and "| lenet5 |" in report
     assert "rescnn-tuned" in decision["candidates"]

@@ -1,4 +1,5 @@
-"""Tuning: a seeded search repeats itself, failures do not end it, MLflow nests the trials."""
+"""Tuning: the rung schedule, the untuned configuration at every rung, the winner being the
+top rung's model, a seeded search repeating itself, failures, and MLflow's nested trials."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import yaml
 
 from handwriting import labels
 from handwriting.datasets import save_arrays
-from handwriting.params import load_params
 from handwriting.models import search
-from handwriting.params import ParamsError
-from handwriting.stages import tune
+from handwriting.params import ParamsError, load_params
+from handwriting.stages import train, tune
 from tests.conftest import REPO
+
+SPACE = {"learning_rate": [0.01, 0.001], "dropout": [0.3, 0.4], "batch_size": [16, 32]}
 
 
 @pytest.fixture()
@@ -28,38 +30,200 @@ def tiny_split(tmp_path):
     return tmp_path / "split"
 
 
-def write_params(tmp_path, **tune_changes):
+def write_params(tmp_path, epochs=3, **tune_changes):
     values = yaml.safe_load((REPO / "params.yaml").read_text())
-    values["tune"].update({"n_trials": 3, "trial_epochs": 1, "trial_fraction": 0.5,
-                           "max_epochs": 3, "patience": 1, "pruner": "none"})
-    values["tune"]["lenet5"] = {"learning_rate": [0.01, 0.001], "dropout": [0.3, 0.4],
-                                "batch_size": [16, 32]}
+    values["train"]["lenet5"]["epochs"] = epochs
+    values["tune"].update({"n_trials": 4, "rungs": 2, "reduction": 2, "patience": 1})
+    values["tune"]["lenet5"] = SPACE
     values["tune"].update(tune_changes)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
 
 
-def trials_of(study):
-    return [(t.params, t.state.name, t.value) for t in study.trials]
+def settings(**changes):
+    plain = dict(sampler="random", n_trials=6, reduction=3, rungs=3, patience=3, storage=None,
+                 workers=1)
+    return search.TuneSettings(**{**plain, **changes})
 
 
-@pytest.mark.parametrize("sampler", ["random", "tpe", "grid"])
-def test_a_seeded_search_gives_the_same_trials_twice(tmp_path, tiny_split, mlflow_store,
-                                                     sampler):
-    params = load_params(write_params(tmp_path, sampler=sampler))
-    _, first = search.search("lenet5", params, tiny_split)
-    _, second = search.search("lenet5", params, tiny_split)
-    assert len(first.trials) == 3
-    assert trials_of(first) == trials_of(second)
-    if sampler == "grid":  # a grid never repeats a point
-        assert len({json.dumps(t.params, sort_keys=True) for t in first.trials}) == 3
+def untuned_files(tmp_path, params_path, split):
+    """Train the untuned lenet5 as train@lenet5 does; returns its three files."""
+    out = tmp_path / "untuned"
+    files = (out / "untuned.keras", out / "untuned.csv", out / "untuned.json")
+    train.run("lenet5", params_path, split, *files)
+    return files
 
 
-def test_failing_trials_do_not_end_the_search_and_are_recorded(tmp_path, tiny_split,
-                                                               mlflow_store, monkeypatch):
+def run_tune(tmp_path, params_path, split, untuned):
+    out = tmp_path / "out"
+    files = (out / "best.json", out / "tuned.keras", out / "tuned.csv", out / "tuned.json")
+    summary = tune.run("lenet5", params_path, split, *untuned, *files)
+    return summary, files
+
+
+def val_accuracy(model_path, split):
+    import keras
+
+    model = keras.models.load_model(model_path)
+    val = np.load(split / "val" / "images.npy"), np.load(split / "val" / "labels.npy")
+    probabilities = model.predict(val[0].astype(np.float32)[..., None] / 255.0, verbose=0)
+    return float(np.mean(probabilities.argmax(axis=1) == val[1]))
+
+
+# --- the schedule --------------------------------------------------------------------------
+
+def test_the_rung_schedule_grows_data_and_epochs_up_to_the_untuned_budget():
+    rungs = search.rung_schedule(settings(), epochs=10)
+    assert [(r.share, r.epochs, r.top) for r in rungs] == [
+        (1 / 9, 1, False), (1 / 3, 3, False), (1.0, 10, True)]
+    assert [(r.share, r.epochs) for r in search.rung_schedule(settings(reduction=2), 8)] == [
+        (0.25, 2), (0.5, 4), (1.0, 8)]
+    (only,) = search.rung_schedule(settings(rungs=1), epochs=6)
+    assert (only.share, only.epochs, only.top) == (1.0, 6, True)
+
+
+def test_a_rung_promotes_its_best_share_and_always_the_untuned_configuration():
+    scores = {0: 0.10, 1: 0.50, 2: 0.40, 3: 0.45, 4: 0.20, 5: 0.05}
+    assert search.promoted(scores, reduction=3) == [0, 1, 3]
+    assert search.promoted({0: 0.9, 1: 0.5, 2: 0.4}, reduction=3) == [0]
+    assert search.promoted({0: 0.1, 1: 0.5, 2: 0.5}, reduction=3) == [0, 1]  # a tie: lower id
+    assert search.promoted({1: 0.5, 2: 0.4}, reduction=2) == [1]  # untuned failed
+
+
+@pytest.mark.parametrize("sampler", ["random", "grid"])
+def test_the_first_configurations_start_with_the_untuned_and_are_seeded_and_distinct(sampler):
+    untuned = {"learning_rate": 0.002, "dropout": 0.3, "batch_size": 32}  # not a grid point
+    first = search.first_configurations(settings(sampler=sampler), SPACE, untuned, seed=7)
+    again = search.first_configurations(settings(sampler=sampler), SPACE, untuned, seed=7)
+    assert first == again and first[0] == untuned and len(first) == 6
+    assert len({json.dumps(c, sort_keys=True) for c in first}) == 6
+    assert all(c[k] in SPACE[k] for c in first[1:] for k in SPACE)
+    # A space smaller than n_trials gives each of its points once.
+    small = {"dropout": [0.3, 0.4, 0.5]}
+    drawn = search.first_configurations(settings(sampler=sampler), small, {"dropout": 0.3}, 1)
+    assert sorted(c["dropout"] for c in drawn) == [0.3, 0.4, 0.5]
+
+
+def test_tpe_configurations_are_drawn_when_a_worker_takes_them():
+    first = search.first_configurations(settings(sampler="tpe"), SPACE, {"dropout": 0.3}, 1)
+    assert first == [{"dropout": 0.3}, None, None, None, None, None]
+
+
+def test_bad_settings_are_clear_errors(tmp_path):
+    for changes, message in (
+            ({"sampler": "annealing"}, "tune.sampler must be one of random, grid, tpe"),
+            ({"reduction": 1}, "tune.reduction must be a whole number, 2 or more"),
+            ({"workers": 0}, "tune.workers must be a whole number, 1 or more"),
+            ({"storage": "tune.db"}, "tune.storage must be null .* or an Optuna RDB URL")):
+        with pytest.raises(ParamsError, match=message):
+            search.tune_settings(load_params(write_params(tmp_path, **changes)), "lenet5")
+    values = yaml.safe_load(write_params(tmp_path).read_text())
+    del values["tune"]["rungs"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
+    with pytest.raises(ParamsError, match="missing key.* tune.rungs"):
+        search.tune_settings(load_params(tmp_path / "params.yaml"), "lenet5")
+    with pytest.raises(ParamsError, match="no search space tune.resnet"):
+        search.tune_settings(load_params(write_params(tmp_path)), "resnet")
+    with pytest.raises(ParamsError, match="tune.lenet5 searches units, which train.lenet5"):
+        search.untuned_configuration(load_params(write_params(tmp_path)), "lenet5",
+                                     {"units": [64]})
+    # The stage's command line says it in one line.
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match=r"^tune: tune.sampler must be one of random, grid"):
+        tune.main(["--arch", "lenet5", "--params", str(write_params(tmp_path,
+                                                                     sampler="annealing")),
+                   "--split", str(tmp_path / "split"), "--untuned-model", str(out / "u.keras"),
+                   "--untuned-history", str(out / "u.csv"), "--untuned-metrics",
+                   str(out / "u.json"), "--best-params", str(out / "b.json"),
+                   "--model", str(out / "m.keras"), "--history", str(out / "h.csv"),
+                   "--metrics", str(out / "m.json")])
+
+
+def test_a_storage_that_cannot_be_opened_names_the_setting():
+    with pytest.raises(search.SearchError, match="tune.storage='postgresql://nobody@127.0.0.1"
+                                                 ":1/none'.*database server is running"):
+        search.open_storage("postgresql://nobody@127.0.0.1:1/none")
+
+
+# --- whole searches on tiny data ------------------------------------------------------------
+
+def test_the_untuned_configuration_runs_at_every_rung_and_the_winner_is_the_top_rung_model(
+        tmp_path, tiny_split, mlflow_store):
     from mlflow import MlflowClient
 
+    params_path = write_params(tmp_path)
+    untuned = untuned_files(tmp_path, params_path, tiny_split)
+    # Make the untuned model look weak: a configuration of the search must win.
+    summary_path = untuned[2]
+    weak = {**json.loads(summary_path.read_text()), "val_accuracy": 0.0}
+    summary_path.write_text(json.dumps(weak))
+    summary, (best, model, history, metrics) = run_tune(tmp_path, params_path, tiny_split,
+                                                        untuned)
+    rungs = summary["rungs"]
+    assert [(r["share"], r["epochs"], r["top"]) for r in rungs] == [(0.5, 2, False),
+                                                                    (1.0, 3, True)]
+    assert sorted(rungs[0]["scores"]) == ["0", "1", "2", "3"]
+    assert 0 in rungs[0]["promoted"] and "0" in rungs[1]["scores"]
+    assert rungs[1]["scores"]["0"] == 0.0  # the untuned model's (rewritten) figure
+    assert set(rungs[1]["scores"]) == {str(c) for c in rungs[0]["promoted"]}
+    assert summary["winner"] != "untuned-settings"
+    winner = summary["winner"].removeprefix("config-")
+    assert summary["val_accuracy"] == pytest.approx(rungs[1]["scores"][winner], abs=1e-6)
+    # The tuned model is that top-rung model: it scores what the search recorded.
+    assert val_accuracy(model, tiny_split) == pytest.approx(summary["val_accuracy"], abs=1e-6)
+    written = json.loads(best.read_text())
+    assert written == {"winner": summary["winner"], "settings": summary["chosen"]}
+    assert json.loads(metrics.read_text()) == summary
+    assert summary["reported_epoch"] <= summary["epochs"] <= 3
+
+    client = MlflowClient(mlflow_store)
+    runs = client.search_runs([client.get_experiment_by_name("handwriting").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("variant") == "search"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    trained = len(rungs[0]["scores"]) + len(rungs[1]["scores"]) - 1  # untuned's top: reused
+    assert len(children) == trained == summary["trials"] - 1
+    assert {c.data.tags["state"] for c in children} == {"complete"}
+    assert parent.data.tags["winner"] == summary["winner"]
+
+
+def test_when_the_untuned_settings_win_the_tuned_model_is_the_untuned_one(
+        tmp_path, tiny_split, mlflow_store):
+    import keras
+
+    params_path = write_params(tmp_path)
+    untuned = untuned_files(tmp_path, params_path, tiny_split)
+    strong = {**json.loads(untuned[2].read_text()), "val_accuracy": 1.0}
+    untuned[2].write_text(json.dumps(strong))
+    summary, (best, model, history, _) = run_tune(tmp_path, params_path, tiny_split, untuned)
+    assert summary["winner"] == "untuned-settings" and summary["rungs"][-1]["scores"]["0"] == 1
+    assert summary["tuning_gain_val_accuracy"] == 0.0
+    assert json.loads(best.read_text())["settings"] == {"learning_rate": 0.001,
+                                                        "dropout": 0.3, "batch_size": 32}
+    tuned_weights = keras.models.load_model(model).get_weights()
+    untuned_weights = keras.models.load_model(untuned[0]).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(tuned_weights, untuned_weights))
+    assert history.read_text() == untuned[1].read_text()
+
+
+def test_a_seeded_search_repeats_itself(tmp_path, tiny_split, mlflow_store):
+    params = load_params(write_params(tmp_path, n_trials=3))
+
+    def once(folder):
+        folder.mkdir()
+        return search.search("lenet5", params, tiny_split, untuned_val_accuracy=0.0,
+                             scratch=folder)
+
+    def untimed(result):
+        return [{k: v for k, v in rung.items() if k != "wall_seconds"} for rung in result.rungs]
+
+    first, second = once(tmp_path / "a"), once(tmp_path / "b")
+    assert untimed(first) == untimed(second) and first.config == second.config
+    assert first.trials == second.trials and first.trials["fail"] == 0
+
+
+def test_failing_trials_do_not_end_the_search_and_all_failed_is_a_clear_error(
+        tmp_path, tiny_split, mlflow_store, monkeypatch):
     from handwriting.models import zoo
 
     real_build = zoo.build
@@ -70,67 +234,25 @@ def test_failing_trials_do_not_end_the_search_and_are_recorded(tmp_path, tiny_sp
         return real_build(arch, input_shape, num_classes, **hparams)
 
     monkeypatch.setattr(zoo, "build", build_that_breaks)
-    params = load_params(write_params(tmp_path, sampler="grid", n_trials=8))
-    best, study = search.search("lenet5", params, tiny_split)
-    states = [t.state.name for t in study.trials]
-    assert len(states) == 8 and states.count("FAIL") == 4 and states.count("COMPLETE") == 4
-    assert best["dropout"] == 0.3
+    params = load_params(write_params(tmp_path, sampler="grid", n_trials=8, reduction=4))
+    result = search.search("lenet5", params, tiny_split, untuned_val_accuracy=0.0,
+                           scratch=tmp_path)
+    first = result.rungs[0]["scores"]
+    assert len(first) == 4  # the grid's 8 points (and the untuned one among them), 4 failed
+    assert result.trials["fail"] == 4 and result.config["dropout"] == 0.3
 
-    client = MlflowClient(mlflow_store)
-    runs = client.search_runs([client.get_experiment_by_name("handwriting").experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("variant") == "search"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 8
-    assert sorted(c.data.tags["state"] for c in children) == ["complete"] * 4 + ["failed"] * 4
-    failed = [c for c in children if c.data.tags["state"] == "failed"]
-    assert all("simulated crash" in c.data.tags["error"] for c in failed)
-    complete = [c for c in children if c.data.tags["state"] == "complete"]
-    assert all(client.get_metric_history(c.info.run_id, "val_accuracy") for c in complete)
-    assert parent.data.metrics["trials_fail"] == 4
-
-
-def test_a_nan_loss_fails_the_trial_and_all_failed_is_a_clear_error(tmp_path, tiny_split,
-                                                                    mlflow_store):
     params = load_params(write_params(tmp_path, lenet5={"learning_rate": [1e12],
                                                         "optimizer": ["sgd"]}, n_trials=2))
-    with pytest.raises(search.SearchError, match="all 2 trials of lenet5 failed or were pruned"):
-        search.search("lenet5", params, tiny_split)
+    values = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    values["train"]["lenet5"].update(learning_rate=1e12, optimizer="sgd")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
+    with pytest.raises(search.SearchError, match="all 1 trials of lenet5 at rung 0 failed"):
+        search.search("lenet5", load_params(tmp_path / "params.yaml"), tiny_split,
+                      untuned_val_accuracy=0.0, scratch=tmp_path)
 
 
-def test_pruned_trials_are_marked(tmp_path, tiny_split, mlflow_store, monkeypatch):
-    import optuna
-
-    params = load_params(write_params(tmp_path, n_trials=4, trial_epochs=2, pruner="median"))
-    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number >= 2)
-    _, study = search.search("lenet5", params, tiny_split)
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"]
-
-
-def test_run_writes_best_params_tuned_model_history_and_summary(tmp_path, tiny_split,
-                                                               mlflow_store):
-    out = tmp_path / "out"
-    summary = tune.run("lenet5", write_params(tmp_path), tiny_split, out / "best.json",
-                       out / "tuned.keras", out / "tuned.csv", out / "tuned.json")
-    best = json.loads((out / "best.json").read_text())
-    assert set(best) == {"learning_rate", "dropout", "batch_size"}
-    assert (out / "tuned.keras").is_file()
-    written = json.loads((out / "tuned.json").read_text())
-    assert written == summary and written["chosen"] == best and written["trials"] == 3
-    assert 1 <= written["epochs"] <= 3 and written["reported_epoch"] <= written["epochs"]
-
-
-def test_bad_settings_are_clear_errors(tmp_path):
-    params = load_params(write_params(tmp_path, sampler="annealing"))
-    with pytest.raises(ParamsError, match="tune.sampler must be one of random, grid, tpe"):
-        search.tune_settings(params, "lenet5")
-    params = load_params(write_params(tmp_path))
-    with pytest.raises(ParamsError, match="no search space tune.resnet"):
-        search.tune_settings(params, "resnet")
-    # The stage's command line says it in one line.
-    out = tmp_path / "out"
-    with pytest.raises(SystemExit, match=r"^tune: tune.sampler must be one of random, grid"):
-        tune.main(["--arch", "lenet5", "--params", str(write_params(tmp_path,
-                                                                     sampler="annealing")),
-                   "--split", str(tmp_path / "split"), "--best-params", str(out / "b.json"),
-                   "--model", str(out / "m.keras"), "--history", str(out / "h.csv"),
-                   "--metrics", str(out / "m.json")])
+def test_the_stage_needs_the_untuned_model(tmp_path, tiny_split):
+    missing = tmp_path / "nope"
+    with pytest.raises(FileNotFoundError, match="run `dvc repro train@lenet5` first"):
+        run_tune(tmp_path, write_params(tmp_path), tiny_split,
+                 (missing / "u.keras", missing / "u.csv", missing / "u.json"))

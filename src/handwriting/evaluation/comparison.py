@@ -5,6 +5,7 @@ The evaluate stage calls these in order (:mod:`handwriting.stages.evaluate`).
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,8 +286,8 @@ def comparison_report(scores: Scores, architectures: list[str], test_images: int
 def score_crossdata(params: Params, scores: Scores, kind: str, weights: list[float] | None,
                     decision: dict[str, Any], plots_dir: Path
                     ) -> tuple[dict[str, Any], str]:
-    """The tuned models and the ensemble on every folder of ``evaluate.crossdata`` that
-    exists: (crossdata.json's datasets, the report's sections). Adds the champion's "not
+    """Every model and the ensemble (of the tuned) on every folder of ``evaluate.crossdata``
+    that exists: (crossdata.json's datasets, the report's sections). Adds the champion's "not
     sure" effect on each to ``decision``."""
     from handwriting import tracking
     from handwriting.evaluation.crossdata import read_class_folder
@@ -304,9 +305,10 @@ def score_crossdata(params: Params, scores: Scores, kind: str, weights: list[flo
         x, y, skipped = read_class_folder(root, params.preprocessing)
         print(f"evaluate: cross-dataset {name}: {len(x)} images ({len(skipped)} skipped)",
               flush=True)
-        member_probs = {key: predict_all(scores.predictors[key], x) for key in tuned}
+        member_probs = {key: predict_all(scores.predictors[key], x)
+                        for key in model_names(params.train["architectures"])}
         member_probs[champion_policy.ENSEMBLE] = ensembles.vote(
-            kind, list(member_probs.values()), weights)
+            kind, [member_probs[key] for key in tuned], weights)
         crossdata[name] = {"images": len(x), "skipped": len(skipped)}
         decision["unsure"][name] = champion_policy.unsure_effect(y, member_probs[champion],
                                                                  threshold)
@@ -328,3 +330,53 @@ def score_crossdata(params: Params, scores: Scores, kind: str, weights: list[flo
         print("evaluate: no external dataset found in evaluate.crossdata; cross-dataset "
               "evaluation skipped", flush=True)
     return crossdata, report
+
+
+def model_names(architectures: list[str]) -> list[str]:
+    """``<arch>-untuned`` and ``<arch>-tuned`` of every architecture, in order."""
+    return [str(ModelRef(a, v)) for a in architectures for v in VARIANTS]
+
+
+def tuning_gains(scores: Scores, architectures: list[str], train_metrics_dir: Path,
+                 crossdata: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Tuned minus untuned, per architecture: validation accuracy (the training summaries in
+    ``train_metrics_dir``), test accuracy and macro F1, and accuracy on each cross-dataset set."""
+    gains: dict[str, dict[str, float]] = {}
+    for arch in architectures:
+        val = {}
+        for variant in VARIANTS:
+            path = Path(train_metrics_dir) / f"{ModelRef(arch, variant)}.json"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing; run `dvc repro` to train {arch}")
+            val[variant] = json.loads(path.read_text(encoding="utf-8"))["val_accuracy"]
+        untuned, tuned = scores.results[arch]["untuned"], scores.results[arch]["tuned"]
+        gain = {"val_accuracy": val["tuned"] - val["untuned"],
+                "test_accuracy": tuned["accuracy"] - untuned["accuracy"],
+                "test_f1_macro": tuned["f1_macro"] - untuned["f1_macro"]}
+        for name, figures in crossdata.items():
+            gain[f"{name}_accuracy"] = (figures[f"{arch}-tuned"]["accuracy"]
+                                        - figures[f"{arch}-untuned"]["accuracy"])
+        gains[arch] = {key: round(value, 6) for key, value in gain.items()}
+    return gains
+
+
+def tuning_gain_section(gains: dict[str, dict[str, float]], plots_dir: Path) -> str:
+    """The report's tuning-gain table (with the mean over the seed's six) and the bar chart's
+    CSV (``tuning_gain.csv``: one bar per architecture and figure)."""
+    measures = list(next(iter(gains.values()))) if gains else []
+    seed = [arch for arch in gains if arch in SEED_ARCHITECTURES]
+    rows = [(arch, gains[arch]) for arch in gains]
+    if seed:
+        rows.append((f"mean of the seed's {len(seed)}",
+                     {m: float(np.mean([gains[a][m] for a in seed])) for m in measures}))
+    write_csv(plots_dir / "tuning_gain.csv", ["bar", "architecture", "measure", "gain"],
+              [(f"{arch}: {m.replace('_', ' ')}", arch, m, gains[arch][m])
+               for arch in gains for m in measures])
+    header = " | ".join(m.replace("_", " ") for m in measures)
+    return ("\n## Tuning gain (tuned minus untuned)\n\n"
+            "Validation accuracy from the training summaries (the tuned model is the search's "
+            "top-rung winner, so it is never below the untuned one there); the rest on the test "
+            "split and the cross-dataset sets. `dvc plots` charts it (`tuning_gain.csv`).\n\n"
+            f"| architecture | {header} |\n|---|{'---|' * len(measures)}\n" +
+            "".join(f"| {name} | " + " | ".join(f"{row[m]:+.3f}" for m in measures) + " |\n"
+                    for name, row in rows))

@@ -56,13 +56,14 @@ def variant_ranges(params: Params, fit: FitSettings) -> AugmentSettings | None:
 def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: FitSettings,
                      hparams: dict[str, Any], split_dir: Path, model_path: Path,
                      history_path: Path, metrics_path: Path,
-                     train_fn: Callable[..., tuple[dict, list[dict]]] | None = None,
+                     train_fn: Callable[..., tuple[dict, dict]] | None = None,
                      extra_params: dict[str, Any] | None = None,
                      extra_summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build, train and save one model inside an MLflow run; write history and summary.
 
-    ``train_fn(model, train, val, callbacks) -> (history, rows_to_report)`` replaces the plain
-    fixed-epoch fit (the tuned variant uses early stopping).
+    ``train_fn(model, train, val, callbacks) -> (history, row_to_report)`` replaces the plain
+    fixed-epoch fit (the tuned variant adopts its search's winner). ``extra_summary`` adds to
+    or replaces the summary's figures (``None`` removes one).
     """
     import mlflow
 
@@ -88,7 +89,7 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: F
             history = _fixed_epochs(model, fit_settings, train, val, params,
                                     [mlflow_epoch_logger()])
             rows = write_history(history_path, history)
-            reported = rows[-1]
+            reported: dict[str, float] = rows[-1]
         else:
             history, reported = train_fn(model, train, val, [mlflow_epoch_logger()])
             rows = write_history(history_path, history)
@@ -96,6 +97,7 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: F
         summary = summarise(rows, reported, seconds=seconds, train_images=len(train[0]),
                             model=model, pretrained=info["pretrained"])
         summary.update(extra_summary or {})
+        summary = {k: v for k, v in summary.items() if v is not None}  # None: not measured
         save_keras(model, model_path)
         write_json(metrics_path, summary)
         mlflow.log_metrics({"wall_seconds": seconds, "params": summary["params"],

@@ -5,7 +5,9 @@ For each architecture's untuned and tuned model, and for an ensemble of the tune
 case-insensitive accuracy, macro and weighted precision/recall/F1, one-vs-rest ROC-AUC, log
 loss, top-5 accuracy, calibration error, parameter count, file size and single-image latency of
 the fast path. Writes the figures as DVC metrics, per-class reports, confusion records, ROC
-curves, a comparison bar chart and table, explanation grids (Grad-CAM or saliency), galleries
+curves, a comparison bar chart and table, each architecture's tuning gain (tuned minus untuned:
+validation, test and cross-dataset accuracy, test macro F1) as a table and bar chart,
+explanation grids (Grad-CAM or saliency), galleries
 of confident mistakes, the most confused pairs, and a cross-dataset evaluation on the external
 datasets listed in ``evaluate.crossdata``; everything is also logged to an MLflow run.
 
@@ -57,7 +59,6 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     champion = decision["champion"]
     decision["unsure"]["test"] = champion_policy.unsure_effect(
         y_true, scores.probabilities[champion], decision["unsure"]["threshold"])
-    write_json(metrics_path, scores.results)
     comparison.write_model_files(
         scores, images, y_true, seed=params.base.seed,
         explain_samples=int(settings.get("explain_samples", 12)), plots_dir=plots_dir,
@@ -65,11 +66,15 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     report = comparison.comparison_report(scores, archs, len(y_true), kind, champion)
     crossdata, sections = comparison.score_crossdata(params, scores, kind, weights, decision,
                                                      plots_dir)
+    gains = comparison.tuning_gains(scores, archs, train_metrics_dir, crossdata)
+    for arch, gain in gains.items():
+        scores.results[arch]["tuning_gain"] = gain
+    write_json(metrics_path, scores.results)
     write_json(crossdata_path, {"datasets": len(crossdata), **crossdata})
     write_json(champion_path, decision)
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(report + sections + comparison.unsure_section(decision["unsure"]),
-                           encoding="utf-8")
+    report_path.write_text(report + comparison.tuning_gain_section(gains, plots_dir) + sections
+                           + comparison.unsure_section(decision["unsure"]), encoding="utf-8")
     _log_run(scores, archs, crossdata, champion,
              [report_path, metrics_path, crossdata_path, champion_path], plots_dir)
     print(f"evaluate: champion {champion}; report in {report_path}")
@@ -91,6 +96,8 @@ def _log_run(scores: comparison.Scores, archs: list[str], crossdata: dict[str, A
         flat = scores.flat(archs)
         flat.update({f"crossdata.{d}.{k}.{n}": v for d, models_ in crossdata.items()
                      for k, m in models_.items() if isinstance(m, dict) for n, v in m.items()})
+        flat.update({f"tuning_gain.{arch}.{name}": value for arch in archs
+                     for name, value in scores.results[arch]["tuning_gain"].items()})
         mlflow.log_metrics(flat)
         for path in files:
             mlflow.log_artifact(str(path))

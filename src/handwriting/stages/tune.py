@@ -1,85 +1,105 @@
-"""Stage tune@<arch>: search hyperparameters, then train the tuned model.
+"""Stage tune@<arch>: a successive-halving search whose winner is a fully trained model.
 
-An Optuna study samples ``tune.n_trials`` settings from the architecture's search space
-(``tune.<arch>``) with the ``tune.sampler`` (random, grid or tpe, seeded). Each trial trains
-``tune.trial_epochs`` epochs on a seeded share (``tune.trial_fraction``) of the training split
-and reports validation accuracy per epoch, so the pruner can stop unpromising trials early; a
-trial whose loss turns NaN or that raises is recorded as failed and the search goes on. MLflow
-gets a parent run per search and a nested child run per trial.
+``tune.n_trials`` configurations of the architecture's search space (``tune.<arch>``; drawn by
+the seeded ``tune.sampler``: random, grid or tpe) start on a small share of the training split
+for a few epochs; each rung keeps the best ``1 / tune.reduction`` and trains them on
+``tune.reduction`` times the data and epochs, up to the top rung: all the training data for the
+untuned model's epochs, with early stopping on validation loss (best epoch restored), a
+best-epoch checkpoint and learning-rate reduction on plateaus. Configuration 0, the untuned
+settings, takes part at every rung; at the top it is the untuned model itself. The tuned model
+is the top rung's best, so it is never worse than the untuned one on validation; when the
+untuned settings win, the tuned model is the untuned one and the metrics say
+``winner: untuned-settings``.
 
-The best settings go to ``best_params.json``; the tuned model is then trained with them for up
-to ``tune.max_epochs`` epochs with early stopping on validation loss (best weights restored),
-learning-rate reduction on plateaus and a checkpoint of the best epoch, and tracked in MLflow as
-variant ``tuned``. Every output is written only once the whole stage has succeeded.
+MLflow gets a parent run per search and a nested run per trial. With ``tune.workers`` > 1 the
+lower rungs run in that many worker processes sharing one Optuna study (``tune.storage``, or a
+temporary SQLite file); ``--worker`` runs one such worker, also on another machine against a
+shared PostgreSQL storage (README, "Tuning on several machines"). Every output is written only
+once the whole stage has succeeded.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from handwriting.datasets import write_json
-from handwriting.models.fitting import FIT_KEYS, FeatureCache, fit_model
-from handwriting.models.search import SearchError, search, tune_settings
-from handwriting.models.training import arch_settings, tracked_training, variant_ranges
+from handwriting.models.search import (
+    UNTUNED,
+    SearchError,
+    best_epoch,
+    chosen_settings,
+    search,
+    tune_settings,
+    work,
+)
+from handwriting.models.training import tracked_training
 from handwriting.params import ParamsError, load_params
 
 
-def run(arch: str, params_path: Path, split_dir: Path, best_params_path: Path,
+def run(arch: str, params_path: Path, split_dir: Path, untuned_model: Path,
+        untuned_history: Path, untuned_metrics: Path, best_params_path: Path,
         model_path: Path, history_path: Path, metrics_path: Path) -> dict[str, Any]:
-    """Search, then train and write the tuned model; returns its summary."""
+    """Search, then write the winner as the tuned model; returns its summary."""
     import keras
 
     params = load_params(params_path)
-    settings, _ = tune_settings(params, arch)
-    cache = FeatureCache()  # a frozen VGG base's features: computed once for search and model
-    best, study = search(arch, params, split_dir, cache)
-    fit_defaults, hparam_defaults = arch_settings(params, arch)
-    fit = fit_defaults.replace(epochs=int(settings["max_epochs"]),
-                               **{k: v for k, v in best.items() if k in FIT_KEYS})
-    hparams = {**hparam_defaults, **{k: v for k, v in best.items() if k not in FIT_KEYS}}
-    patience = int(settings["patience"])
+    tune_settings(params, arch)  # bad settings are named before anything runs
+    for path in (untuned_model, untuned_history, untuned_metrics):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: the search starts from the untuned "
+                                    f"model; run `dvc repro train@{arch}` first")
+    untuned = json.loads(untuned_metrics.read_text(encoding="utf-8"))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"tune-{arch}-") as scratch:
+        result = search(arch, params, split_dir, untuned_val_accuracy=untuned["val_accuracy"],
+                        scratch=Path(scratch), params_path=params_path)
+        fit, hparams = chosen_settings(params, arch, result.config)
+        if result.winner == UNTUNED:
+            weights = keras.models.load_model(untuned_model).get_weights()
+            history = _read_history(untuned_history)
+            reported = {"epoch": len(history["loss"]), **{k: v[-1] for k, v in history.items()}}
+        else:
+            stem = Path(scratch) / f"config-{result.winner}"
+            history = json.loads(stem.with_suffix(".history.json").read_text())
+            reported = best_epoch(history)
+            weights = None
 
-    def early_stopped(model, train, val, callbacks):
-        with tempfile.TemporaryDirectory() as scratch:
-            checkpoint = Path(scratch) / "best.weights.h5"
-            # A learning-rate schedule already lowers the rate: no reduction on plateaus.
-            plateau = [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                                         patience=max(1, patience // 2))
-                       ] if fit.lr_schedule == "constant" else []
-            history = fit_model(
-                model, fit, train=train, val=val, seed=params.base.seed, cache=cache,
-                augmentation=variant_ranges(params, fit),
-                callbacks=[*callbacks, *plateau,
-                           keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                                         restore_best_weights=True),
-                           keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss",
-                                                           save_best_only=True,
-                                                           save_weights_only=True)])
-        history = {k: v for k, v in history.items() if k != "learning_rate"}
-        best_epoch = int(np.argmin(history["val_loss"]))
-        reported = {"epoch": best_epoch + 1, **{k: float(v[best_epoch])
-                                                  for k, v in history.items()}}
-        return history, reported
+        def adopt(model, train, val, callbacks):
+            if weights is None:
+                model.load_weights(str(stem.with_suffix(".weights.h5")))
+            else:
+                model.set_weights(weights)
+            return history, reported
 
-    states = [t.state.name.lower() for t in study.trials]
-    summary = tracked_training(
-        arch=arch, variant="tuned", params=params, fit_settings=fit, hparams=hparams,
-        split_dir=split_dir, model_path=model_path, history_path=history_path,
-        metrics_path=metrics_path, train_fn=early_stopped,
-        extra_params={f"best.{k}": v for k, v in best.items()},
-        extra_summary={"chosen": best, "trials": len(states),
-                       "trials_complete": states.count("complete"),
-                       "trials_pruned": states.count("pruned"),
-                       "trials_failed": states.count("fail"),
-                       "best_trial_val_accuracy": round(float(study.best_value), 6)})
-    write_json(best_params_path, best)
+        summary = tracked_training(
+            arch=arch, variant="tuned", params=params, fit_settings=fit, hparams=hparams,
+            split_dir=split_dir, model_path=model_path, history_path=history_path,
+            metrics_path=metrics_path, train_fn=adopt,
+            extra_params={f"best.{k}": v for k, v in result.config.items()},
+            extra_summary={"winner": result.winner_name, "chosen": result.config,
+                           "untuned_val_accuracy": untuned["val_accuracy"],
+                           "tuning_gain_val_accuracy": round(
+                               result.val_accuracy - untuned["val_accuracy"], 6),
+                           "rungs": result.rungs, "trials": sum(result.trials.values()),
+                           **{f"trials_{k}": v for k, v in result.trials.items()},
+                           # the search's time, trials and top rung included
+                           "wall_seconds": round(time.perf_counter() - started, 1),
+                           "images_per_second": None})
+    write_json(best_params_path, {"winner": result.winner_name, "settings": result.config})
     return summary
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,15 +109,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", required=True, help="architecture (a tune.<arch> space)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--split", type=Path, required=True, help="split array folder")
-    parser.add_argument("--best-params", type=Path, required=True, help="JSON to write")
-    parser.add_argument("--model", type=Path, required=True, help="tuned .keras to write")
-    parser.add_argument("--history", type=Path, required=True, help="per-epoch CSV to write")
-    parser.add_argument("--metrics", type=Path, required=True, help="summary JSON to write")
+    parser.add_argument("--untuned-model", type=Path, help="train@<arch>'s .keras (read)")
+    parser.add_argument("--untuned-history", type=Path, help="its per-epoch CSV (read)")
+    parser.add_argument("--untuned-metrics", type=Path, help="its summary JSON (read)")
+    parser.add_argument("--best-params", type=Path, help="JSON to write: the winner")
+    parser.add_argument("--model", type=Path, help="tuned .keras to write")
+    parser.add_argument("--history", type=Path, help="per-epoch CSV to write")
+    parser.add_argument("--metrics", type=Path, help="summary JSON to write")
+    worker = parser.add_argument_group(
+        "worker mode", "join a running search instead: run its queued trials")
+    worker.add_argument("--worker", action="store_true",
+                        help="run queued trials of --arch's search in --storage, then exit")
+    worker.add_argument("--storage", help="the search's Optuna RDB URL (tune.storage)")
+    worker.add_argument("--follow", action="store_true",
+                        help="keep waiting for queued trials until the search is finished")
+    worker.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for this worker (0: TensorFlow's default)")
     args = parser.parse_args(argv)
     try:
-        run(args.arch, args.params, args.split, args.best_params, args.model, args.history,
-            args.metrics)
-    except (ParamsError, SearchError) as error:
+        if args.worker:
+            if not args.storage:
+                parser.error("--worker needs --storage (the URL in tune.storage)")
+            if args.threads:
+                import tensorflow as tf
+
+                tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+                tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+            ran = work(args.arch, load_params(args.params), args.split, args.storage,
+                       follow=args.follow)
+            print(f"tune worker: {ran} trial(s) of {args.arch} run", flush=True)
+            return 0
+        paths = [args.untuned_model, args.untuned_history, args.untuned_metrics,
+                 args.best_params, args.model, args.history, args.metrics]
+        if any(path is None for path in paths):
+            parser.error("the stage needs --untuned-model, --untuned-history, "
+                         "--untuned-metrics, --best-params, --model, --history and --metrics")
+        run(args.arch, args.params, args.split, *paths)
+    except (ParamsError, SearchError, FileNotFoundError) as error:
         raise SystemExit(f"tune: {error}") from None
     return 0
 

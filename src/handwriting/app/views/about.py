@@ -17,9 +17,12 @@ Python stages with every setting in `params.yaml`, and every training run is tra
 
 `feedback_inbox` → `raw` (a handwriting generator built on the Hershey fonts, or your own
 folder of letters, plus the saved corrections) → `balance` → `augment` → `split` (by source
-image, so no augmented copy of a test image is trained on) → `train` and `tune` for six
-architectures (LeNet-5, VGG-16, LSTM, GRU, LeNet-5 + GRU, VGG-16 + GRU) → `evaluate` (all
-twelve models and their ensemble on the held-out test split) → the champion exported to ONNX.
+image, so no augmented copy of a test image is trained on) → `train` and `tune` for the seed
+study's six architectures (LeNet-5, VGG-16, LSTM, GRU, LeNet-5 + GRU, VGG-16 + GRU) and our
+compact residual CNN (`tune` is a successive-halving search that starts from the untuned
+settings, so the tuned model is never worse on validation) → `evaluate` (every untuned and
+tuned model and their ensemble on the held-out test split, with the tuning gain of each) → the
+champion exported to ONNX.
 `dvc repro` runs whatever is out of date.
 
 Every image, wherever it comes from (the generator, a folder, an upload or this app's canvas),

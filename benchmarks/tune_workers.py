@@ -1,0 +1,80 @@
+"""Tuning workers: the same search with ``tune.workers`` 1 and 2 (issue 14's "not slower").
+
+Runs the ``tune@<arch>`` stage's search on the pipeline's split (run ``dvc repro train@<arch>``
+first: the search starts from the untuned model's summary) once per worker count, each time
+with a fresh temporary SQLite study and a temporary MLflow store, and prints the wall seconds of
+every rung and whether both found the same winner with the same scores:
+
+    python benchmarks/tune_workers.py --arch lenet5
+    python benchmarks/tune_workers.py --arch gru --workers 1 2 --json tune_workers.jsonl
+
+Only the rungs below the top are shared out; the top rung runs in the stage's process either
+way. Run it on an idle machine: the figures are wall-clock times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from handwriting.models.search import search
+from handwriting.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="lenet5")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--split", type=Path, default=ROOT / "data" / "split")
+    parser.add_argument("--json", type=Path, help="append one JSON line per run here")
+    args = parser.parse_args(argv)
+    summary_path = ROOT / "metrics" / "train" / f"{args.arch}-untuned.json"
+    if not summary_path.is_file() or not (args.split / "train").is_dir():
+        raise SystemExit(f"{summary_path} or {args.split} is missing; run "
+                         f"`dvc repro train@{args.arch}` first")
+    untuned = json.loads(summary_path.read_text())["val_accuracy"]
+    results = {}
+    for workers in args.workers:
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch)
+            values = yaml.safe_load(args.params.read_text())
+            values["tune"].update(workers=workers, storage=f"sqlite:///{folder / 'study.db'}")
+            params_path = folder / "params.yaml"
+            params_path.write_text(yaml.safe_dump(values))
+            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+            started = time.perf_counter()
+            result = search(args.arch, load_params(params_path), args.split,
+                            untuned_val_accuracy=untuned, scratch=folder,
+                            params_path=params_path)
+            seconds = time.perf_counter() - started
+        lower = sum(r["wall_seconds"] for r in result.rungs if not r["top"])
+        results[workers] = result
+        line = {"arch": args.arch, "workers": workers, "seconds": round(seconds, 1),
+                "lower_rungs_seconds": round(lower, 1),
+                "rung_seconds": [r["wall_seconds"] for r in result.rungs],
+                "winner": result.winner_name, "val_accuracy": result.val_accuracy,
+                "trials": result.trials, "cpus": os.cpu_count()}
+        print(json.dumps(line), flush=True)
+        if args.json:
+            with args.json.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(line) + "\n")
+    first, *others = results.values()
+    same = all([{k: v for k, v in r.items() if k != "wall_seconds"} for r in o.rungs] ==
+               [{k: v for k, v in r.items() if k != "wall_seconds"} for r in first.rungs]
+               for o in others)
+    print(f"same rungs, scores and winner for every worker count: {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
