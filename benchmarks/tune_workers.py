@@ -68,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             with args.json.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(line) + "\n")
+    def untimed(result):
+        return [{k: v for k, v in rung.items() if k != "wall_seconds"} for rung in result.rungs]
+
     first, *others = results.values()
-    same = all([{k: v for k, v in r.items() if k != "wall_seconds"} for r in o.rungs] ==
-               [{k: v for k, v in r.items() if k != "wall_seconds"} for r in first.rungs]
-               for o in others)
+    same = all(untimed(other) == untimed(first) for other in others)
     print(f"same rungs, scores and winner for every worker count: {same}")
     return 0
 

@@ -9,25 +9,12 @@ import numpy as np
 import pytest
 import yaml
 
-from handwriting import labels
-from handwriting.datasets import save_arrays
 from handwriting.models import search
 from handwriting.params import ParamsError, load_params
 from handwriting.stages import train, tune
 from tests.conftest import REPO
 
 SPACE = {"learning_rate": [0.01, 0.001], "dropout": [0.3, 0.4], "batch_size": [16, 32]}
-
-
-@pytest.fixture()
-def tiny_split(tmp_path):
-    rng = np.random.default_rng(0)
-    for subset, count in (("train", 156), ("val", 52)):
-        class_ids = np.arange(count) % labels.NUM_CLASSES
-        save_arrays(tmp_path / "split" / subset,
-                    images=rng.integers(0, 256, size=(count, 32, 32), dtype=np.uint8),
-                    labels=class_ids)
-    return tmp_path / "split"
 
 
 def write_params(tmp_path, epochs=3, **tune_changes):
