@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from handwriting import labels
 from handwriting.app.catalog import ModelChoice, champion_report, ensemble_choice
@@ -18,6 +19,7 @@ from handwriting.app.reports import (
     read_confusion,
     read_history,
 )
+from tests.conftest import REPO
 
 
 def test_the_confusion_matrix_counts_every_row(tmp_path):
@@ -71,18 +73,23 @@ def test_the_app_s_ensemble_is_the_evaluated_one_or_none(tmp_path):
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "a-tuned.json").write_text(json.dumps({"val_accuracy": 0.8}))
     (tmp_path / "train" / "b-tuned.json").write_text(json.dumps({"val_accuracy": 0.4}))
-    soft = ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path, None)
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"]  # soft, weighted
+    soft = ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path, section)
     assert (soft.weights, soft.vote) == ((0.8, 0.4), "soft")
     equal = ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path,
-                            {"ensemble": "hard", "ensemble_weighting": "none"})
+                            {**section, "ensemble": "hard", "ensemble_weighting": "none"})
     assert (equal.weights, equal.vote) == ((1.0, 1.0), "hard")
     # A weight that cannot be read is not replaced by an equal one: no ensemble, and why.
-    missing = ensemble_choice(tuned("a-tuned", "c-tuned"), tmp_path, None)
+    missing = ensemble_choice(tuned("a-tuned", "c-tuned"), tmp_path, section)
     assert "c-tuned.json" in missing and "dvc repro" in missing
     (tmp_path / "train" / "b-tuned.json").write_text(json.dumps({"val_accuracy": 0}))
-    assert "val_accuracy is 0.0" in ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path, None)
-    typo = ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path, {"ensemble": "sofft"})
-    assert "evaluate.ensemble is 'sofft'; choose one of soft, hard" in typo
+    assert "val_accuracy is 0.0" in ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path,
+                                                    section)
+    # Bad or missing settings: no ensemble, and the key, the value and the valid ones.
+    typo = ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path,
+                           {**section, "ensemble": "sofft"})
+    assert "evaluate.ensemble must be one of soft, hard, got 'sofft'" in typo
+    assert "evaluate section is missing" in ensemble_choice(tuned("a-tuned"), tmp_path, None)
 
 
 def test_the_champion_report_reads_both_files_and_names_broken_ones(tmp_path):
@@ -98,3 +105,15 @@ def test_the_champion_report_reads_both_files_and_names_broken_ones(tmp_path):
     metrics.mkdir()
     (metrics / "serving.json").write_text("{broken")
     assert "serving.json: not valid JSON" in champion_report(models, metrics).problems[0]
+
+
+def test_each_architecture_is_described_by_its_builder():
+    from handwriting.app.reports import describe
+    from handwriting.models.zoo import ARCHITECTURES
+
+    for arch in ARCHITECTURES:
+        text = describe(arch)
+        assert len(text) > 40 and ":func:" not in text and "``" not in text, (arch, text)
+    assert describe("lenet5").startswith("LeNet-5 with batch normalisation and dropout. Conv")
+    assert "`build_lstm`" in describe("gru")
+    assert describe("nope") == "nope: an architecture the model zoo does not describe."

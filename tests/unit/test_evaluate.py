@@ -174,3 +174,38 @@ def test_a_missing_model_is_a_clear_error(tiny_project):
                        "--crossdata", str(root / "c.json"), "--report", str(root / "r.md"),
                        "--per-class", str(root / "pc"), "--confused", str(root / "cp.csv"),
                        "--plots", str(root / "plots"), "--champion", str(root / "ch.json")])
+
+
+def test_the_evaluate_settings_are_typed_and_name_a_bad_key(tmp_path):
+    from handwriting.evaluation.settings import EvaluateSettings
+    from handwriting.params import ParamsError
+
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"]
+    settings = EvaluateSettings.from_section(section)
+    assert (settings.ensemble, settings.ensemble_weighting) == ("soft", "val_accuracy")
+    assert settings.crossdata == ("../shared/data/emnist-letters",)
+    for change, message in (
+            ({"ensemble": "sofft"}, "evaluate.ensemble must be one of soft, hard, got 'sofft'"),
+            ({"ensemble_weighting": "f1"}, "evaluate.ensemble_weighting must be one of "
+                                           "val_accuracy, none, got 'f1'"),
+            ({"latency_calls": 0}, "evaluate.latency_calls must be a whole number, 1 or more"),
+            ({"explain_samples": "12"}, "evaluate.explain_samples must be a whole number"),
+            ({"crossdata": "emnist"}, "evaluate.crossdata must be a list of folder paths"),
+            ({"ensembel": "soft"}, r"unknown key\(s\) evaluate.ensembel \(known: ensemble,")):
+        with pytest.raises(ParamsError, match=message):
+            EvaluateSettings.from_section({**section, **change})
+    without = {k: v for k, v in section.items() if k != "latency_calls"}
+    with pytest.raises(ParamsError, match=r"missing key\(s\) evaluate.latency_calls"):
+        EvaluateSettings.from_section(without)
+    # The stage says it in one line, before loading anything.
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values["evaluate"]["ensemble"] = "sofft"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="^evaluate: params.yaml: evaluate.ensemble must be"):
+        evaluate.main(["--params", str(tmp_path / "params.yaml"), "--split", str(tmp_path),
+                       "--models", str(tmp_path), "--train-metrics", str(tmp_path),
+                       "--metrics", str(out / "e.json"), "--crossdata", str(out / "c.json"),
+                       "--report", str(out / "r.md"), "--per-class", str(out / "pc"),
+                       "--confused", str(out / "cp.csv"), "--plots", str(out / "plots"),
+                       "--champion", str(out / "ch.json")])

@@ -18,7 +18,9 @@ from typing import Any
 from handwriting.evaluation import ensemble as ensembles
 from handwriting.evaluation.champion import ENSEMBLE
 from handwriting.evaluation.ensemble import EnsembleError
+from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.models.reference import FALLBACK_ORDER, VARIANTS, ModelRef, in_study_order
+from handwriting.params import ParamsError
 from handwriting.serving.predictor import SERVING_JSON
 
 SERVING_FOLDER = "serving"
@@ -73,10 +75,12 @@ def ensemble_choice(tuned: list[ModelChoice], metrics_dir: Path,
     ``tuned`` models, or the reason it cannot be built (a missing weight is never replaced by
     an equal one: that would be another ensemble)."""
     try:
-        kind, weighting = ensembles.settings(evaluate_section)
-        weights = ensembles.member_weights(weighting, [choice.name for choice in tuned],
+        settings = EvaluateSettings.from_section(evaluate_section)
+        kind = settings.ensemble
+        weights = ensembles.member_weights(settings.ensemble_weighting,
+                                           [choice.name for choice in tuned],
                                            metrics_dir / "train")
-    except EnsembleError as error:
+    except (EnsembleError, ParamsError) as error:
         return str(error)
     origin = "equal" if weights is None else f"val_accuracy from {metrics_dir / 'train'}"
     if kind == "hard":

@@ -24,24 +24,22 @@ import numpy as np
 from handwriting import labels
 from handwriting.models.reference import VARIANTS, ModelRef, in_study_order
 
-# Wording of README.md's "The models" table.
-DESCRIPTIONS = {
-    "lenet5": "Conv 6@5x5, BN, pool, Conv 16@5x5, BN, pool, Dense 120, Dense 84 (dropout after "
-              "each).",
-    "vgg16": "The Keras VGG-16 convolutional base (gray replicated to 3 channels and "
-             "ImageNet-scaled inside the model), frozen; global average pooling, Dense 256, "
-             "Dropout 0.5.",
-    "lstm": "Image rows as time steps: 2 LSTM layers of 128 (BN and dropout between), "
-            "Dense 256.",
-    "gru": "Image rows as time steps: 2 GRU layers of 128 (BN and dropout between), Dense 256.",
-    "lenet5_gru": "Three conv blocks (6, 16, 32 filters), the feature map as a sequence, "
-                  "2 GRU of 128, Dense 84.",
-    "vgg16_gru": "The frozen VGG-16 base, its spatial positions as a sequence, 2 GRU of 128, "
-                 "Dense 256.",
-    "rescnn": "Beyond the seed: a compact residual CNN. Stride-2 stem, three residual blocks "
-              "(24, 48, 96 filters, BN), global average pooling, dropout; trained with label "
-              "smoothing, a cosine schedule and fresh random variants every epoch.",
-}
+
+def describe(arch: str) -> str:
+    """What an architecture is, for people: the first two paragraphs of its builder's docstring
+    in the model zoo (one description, kept with the code that builds it), as Markdown."""
+    import inspect
+
+    from handwriting.models.zoo import ARCHITECTURES
+
+    builder = ARCHITECTURES.get(arch)
+    doc = inspect.getdoc(builder) if builder is not None else None
+    if not doc:
+        return f"{arch}: an architecture the model zoo does not describe."
+    text = " ".join(" ".join(paragraph.split()) for paragraph in doc.split("\n\n")[:2])
+    return re.sub(r":\w+:`~?([\w.]+)`", r"`\1`", text).replace("``", "`")
+
+
 ENSEMBLE_DESCRIPTION = ("Soft vote of the tuned models, weighted by their validation accuracy "
                         "(the `evaluate.ensemble` settings).")
 

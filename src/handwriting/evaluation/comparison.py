@@ -23,6 +23,7 @@ from handwriting.evaluation.metrics import (
     confused_pairs,
     per_class_report,
 )
+from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.keras_inference import compiled_predictor
 from handwriting.models.reference import SEED_ARCHITECTURES, VARIANTS, ModelRef, tuned_names
 from handwriting.params import Params
@@ -117,7 +118,7 @@ def choose_champion(params: Params, split_dir: Path, models: dict[str, Any],
     tuned = tuned_names(params.train["architectures"])
     probabilities = {key: predict_all(predictors[key], val["images"]) for key in tuned}
     mflops = {key: mega_multiply_adds(models[key]) for key in tuned}
-    if ensembles.settings(params.evaluate)[0] == "soft":
+    if EvaluateSettings.from_section(params.evaluate).ensemble == "soft":
         probabilities[champion_policy.ENSEMBLE] = ensembles.soft_vote(
             [probabilities[key] for key in tuned], weights)
         mflops[champion_policy.ENSEMBLE] = round(sum(mflops[key] for key in tuned), 3)
@@ -296,7 +297,7 @@ def score_crossdata(params: Params, scores: Scores, kind: str, weights: list[flo
     champion, threshold = decision["champion"], decision["unsure"]["threshold"]
     crossdata: dict[str, Any] = {}
     report = ""
-    for folder in (params.evaluate or {}).get("crossdata", []) or []:
+    for folder in EvaluateSettings.from_section(params.evaluate).crossdata:
         root = tracking.resolve(folder)
         if not root.is_dir():
             print(f"evaluate: cross-dataset {folder} not found, skipped", file=sys.stderr)

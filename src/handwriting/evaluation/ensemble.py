@@ -1,14 +1,15 @@
-"""The ensemble of the tuned models, in one place: its settings, its members' weights, the vote
-in NumPy and the same vote as one Keras model. Used by evaluate (scores it), export (serves it
-when it is the champion) and the app (runs it), so all three mean the same ensemble.
+"""The ensemble of the tuned models, in one place: its members' weights, the vote in NumPy and
+the same vote as one Keras model. Used by evaluate (scores it), export (serves it when it is
+the champion) and the app (runs it), so all three mean the same ensemble, as params.yaml's
+``evaluate`` section defines it (:class:`~handwriting.evaluation.settings.EvaluateSettings`):
 
 * ``evaluate.ensemble``: ``soft`` (weighted average of the members' probabilities) or ``hard``
   (majority vote of their top-1 letters).
 * ``evaluate.ensemble_weighting``: ``val_accuracy`` (each member weighted by its validation
   accuracy, from ``metrics/train/<arch>-tuned.json``) or ``none`` (equal weights).
 
-Every failure is an :class:`EnsembleError` naming the key or the file and the fix: a missing
-weight never silently becomes an equal weight.
+A weight that cannot be read is an :class:`EnsembleError` naming the file and the fix: it
+never silently becomes an equal weight.
 """
 
 from __future__ import annotations
@@ -22,27 +23,11 @@ from typing import Any
 import numpy as np
 
 from handwriting import labels
-
-KINDS = ("soft", "hard")
-WEIGHTINGS = ("val_accuracy", "none")
+from handwriting.evaluation.settings import KINDS, WEIGHTINGS, EvaluateSettings
 
 
 class EnsembleError(ValueError):
     """The ensemble cannot be built as params.yaml defines it."""
-
-
-def settings(evaluate_section: dict[str, Any] | None) -> tuple[str, str]:
-    """(kind, weighting) from params.yaml's ``evaluate`` section, checked."""
-    section = evaluate_section or {}
-    kind = section.get("ensemble", "soft")
-    weighting = section.get("ensemble_weighting", "val_accuracy")
-    if kind not in KINDS:
-        raise EnsembleError(f"params.yaml: evaluate.ensemble is {kind!r}; choose one of "
-                            f"{', '.join(KINDS)}")
-    if weighting not in WEIGHTINGS:
-        raise EnsembleError(f"params.yaml: evaluate.ensemble_weighting is {weighting!r}; "
-                            f"choose one of {', '.join(WEIGHTINGS)}")
-    return kind, weighting
 
 
 def member_weights(weighting: str, members: Sequence[str],
@@ -151,6 +136,6 @@ def ensemble_weights(params: Any, train_metrics_dir: Path) -> list[float] | None
     params.yaml's ``evaluate.ensemble_weighting`` says."""
     from handwriting.models.reference import tuned_names
 
-    _, weighting = settings(params.evaluate)
+    weighting = EvaluateSettings.from_section(params.evaluate).ensemble_weighting
     return member_weights(weighting, tuned_names(params.train["architectures"]),
                           train_metrics_dir)

@@ -23,6 +23,7 @@ Nothing is built at import time.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -306,14 +307,7 @@ def _grad_cam_batch(
                 f"Grad-CAM needs a convolution layer and model {model.name!r} has none "
                 "(a purely recurrent model?); use saliency() or explain() instead"
             )
-    path = _find(model, layer_name)
-    if _map_size(path[-1]) is None:
-        raise ValueError(
-            f"layer {layer_name!r} of model {model.name!r} has no (batch, h, w, channels) "
-            "feature map; Grad-CAM needs a convolution layer"
-        )
-    end, head = _score_head(model)
-    lower, upper = _split(model, path, end)
+    lower, upper, head = _grad_cam_pieces(model, layer_name)
 
     # The feature map is a source of the gradient, so nothing before it need be recorded.
     features = lower(tf.constant(batch))
@@ -332,6 +326,28 @@ def _grad_cam_batch(
         cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR) for cam in cams
     ])
     return _normalise(resized)
+
+
+# The pieces of each model cut at a layer, kept while the model lives: cutting clones part of
+# the graph (keras.Model of intermediate tensors), which costs more than explaining a batch.
+_PIECES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _grad_cam_pieces(model: keras.Model, layer_name: str) -> tuple[Piece, Piece, Piece]:
+    """(input -> the layer's feature map, that map -> the scores' tensor, that tensor -> class
+    scores) of ``model``, built once per model and layer."""
+    pieces = _PIECES.setdefault(model, {})
+    if layer_name not in pieces:
+        path = _find(model, layer_name)
+        if _map_size(path[-1]) is None:
+            raise ValueError(
+                f"layer {layer_name!r} of model {model.name!r} has no (batch, h, w, channels) "
+                "feature map; Grad-CAM needs a convolution layer"
+            )
+        end, head = _score_head(model)
+        lower, upper = _split(model, path, end)
+        pieces[layer_name] = (lower, upper, head)
+    return pieces[layer_name]
 
 
 def _saliency_batch(model: keras.Model, batch: np.ndarray, class_index: Any = None) -> np.ndarray:

@@ -30,7 +30,8 @@ from handwriting.evaluation import champion as champion_policy
 from handwriting.evaluation import comparison
 from handwriting.evaluation import ensemble as ensembles
 from handwriting.evaluation.ensemble import EnsembleError
-from handwriting.params import Params, load_params
+from handwriting.evaluation.settings import EvaluateSettings
+from handwriting.params import Params, ParamsError, load_params
 
 PLOT_FOLDERS = ("confusion", "roc", "explain", "mistakes", "crossdata")
 
@@ -39,9 +40,9 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         metrics_path: Path, crossdata_path: Path, report_path: Path, per_class_dir: Path,
         confused_path: Path, plots_dir: Path, champion_path: Path) -> dict[str, Any]:
     """Evaluate every model and the ensemble; write every output; returns evaluate.json."""
-    settings = params.evaluate or {}
+    settings = EvaluateSettings.from_section(params.evaluate)
     archs = params.train["architectures"]
-    calls = int(settings.get("latency_calls", 200))
+    calls = settings.latency_calls
     test = load_arrays(split_dir / "test", "images", "labels")
     images, y_true = test["images"], test["labels"]
     if plots_dir.exists():
@@ -51,7 +52,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     per_class_dir.mkdir(parents=True, exist_ok=True)
 
     scores = comparison.score_models(params, models_dir, images, y_true, calls)
-    kind, _ = ensembles.settings(settings)
+    kind = settings.ensemble
     weights = ensembles.ensemble_weights(params, train_metrics_dir)
     comparison.score_ensemble(params, scores, images, y_true, calls, kind, weights)
     decision = comparison.choose_champion(params, split_dir, scores.models, scores.predictors,
@@ -61,7 +62,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         y_true, scores.probabilities[champion], decision["unsure"]["threshold"])
     comparison.write_model_files(
         scores, images, y_true, seed=params.base.seed,
-        explain_samples=int(settings.get("explain_samples", 12)), plots_dir=plots_dir,
+        explain_samples=settings.explain_samples, plots_dir=plots_dir,
         per_class_dir=per_class_dir, confused_path=confused_path)
     report = comparison.comparison_report(scores, archs, len(y_true), kind, champion)
     crossdata, sections = comparison.score_crossdata(params, scores, kind, weights, decision,
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(load_params(args.params), args.split, args.models, args.train_metrics, args.metrics,
             args.crossdata, args.report, args.per_class, args.confused, args.plots, args.champion)
-    except (EnsembleError, FileNotFoundError) as error:
+    except (EnsembleError, ParamsError, FileNotFoundError) as error:
         raise SystemExit(f"evaluate: {error}") from None
     return 0
 

@@ -33,7 +33,7 @@ from handwriting.datasets import load_arrays, write_json
 from handwriting.evaluation.champion import ENSEMBLE
 from handwriting.evaluation.ensemble import EnsembleError
 from handwriting.models.reference import ModelRef, tuned_names
-from handwriting.params import Params, load_params
+from handwriting.params import Params, ParamsError, load_params
 
 CALIBRATION_IMAGES = 512
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(load_params(args.params), args.split, args.models, args.train_metrics, args.champion,
             args.serving, args.onnx, args.metrics, register=not args.no_register)
-    except EnsembleError as error:
+    except (EnsembleError, ParamsError) as error:
         raise SystemExit(f"export: {error}") from None
     return 0
 

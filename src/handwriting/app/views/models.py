@@ -8,10 +8,10 @@ from handwriting import labels
 from handwriting.app import ui
 from handwriting.app.catalog import ENSEMBLE
 from handwriting.app.reports import (
-    DESCRIPTIONS,
     ENSEMBLE_DESCRIPTION,
     ReportError,
     confusion_cells,
+    describe,
     evaluated_architectures,
     load_evaluation,
     model_figures,
@@ -120,7 +120,7 @@ with tabs[0]:
 for tab, arch in zip(tabs[1:], archs):
     with tab:
         st.header(arch)
-        st.write(DESCRIPTIONS.get(arch, "An architecture not described in the README."))
+        st.markdown(describe(arch))
         figures_table({key: value for key, value in figures.items()
                        if key != ENSEMBLE and ModelRef.parse(key).arch == arch})
         for variant in VARIANTS:
