@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -32,15 +33,18 @@ from handwriting.app.config import (  # noqa: E402
 from handwriting.app.inference import upload_problem  # noqa: E402
 from handwriting.evaluation.ensemble import soft_vote  # noqa: E402
 from handwriting.feedback import count_corrections, save_correction  # noqa: E402
+from handwriting.params import load_params  # noqa: E402
 from handwriting.serving.predictor import Predictor  # noqa: E402
 from tests.app.conftest import letter_png  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 120  # the first run imports TensorFlow and loads the models
 
 
 @pytest.fixture()
 def dirs(tmp_path, models_dir, monkeypatch) -> dict[str, Path]:
-    """The app's folders (an empty feedback folder, no params.yaml) in the environment."""
+    """The app's folders in the environment: an empty feedback folder and a copy of the
+    project's params.yaml (its evaluate section defines the ensemble)."""
     folders = {"models": models_dir, "feedback": tmp_path / "feedback",
                "metrics": tmp_path / "metrics", "plots": tmp_path / "plots",
                "params": tmp_path / "params.yaml"}
@@ -48,6 +52,7 @@ def dirs(tmp_path, models_dir, monkeypatch) -> dict[str, Path]:
                            ("metrics", ENV_METRICS), ("plots", ENV_PLOTS),
                            ("params", ENV_PARAMS)):
         monkeypatch.setenv(variable, str(folders[name]))
+    shutil.copyfile(REPO / "params.yaml", folders["params"])
     # The tuned models' validation accuracies: the ensemble's weights.
     (folders["metrics"] / "train").mkdir(parents=True)
     for name, value in (("lenet5-tuned", 0.9), ("gru-tuned", 0.3)):
@@ -100,6 +105,13 @@ def test_home_says_why_there_is_no_ensemble(dirs):
     at = start()
     assert list(at.dataframe[0].value["model"]) == ["lenet5-tuned", "gru-tuned"]
     assert "No ensemble: " in texts(at) and "gru-tuned.json" in texts(at)
+
+
+def test_home_without_params_says_why_there_is_no_ensemble(dirs):
+    dirs["params"].unlink()
+    at = start()
+    assert list(at.dataframe[0].value["model"]) == ["lenet5-tuned", "gru-tuned"]
+    assert "No ensemble: " in texts(at) and f"{dirs['params']} not found" in texts(at)
 
 
 def test_home_without_models_says_how_to_get_them(dirs, tmp_path, monkeypatch):
@@ -338,8 +350,11 @@ def test_about_page(dirs):
 
 
 def test_the_catalog_offers_what_the_folders_hold(dirs):
-    names = [choice.name for choice in find_models(dirs["models"], dirs["metrics"])]
+    evaluate = load_params(dirs["params"]).evaluate
+    names = [choice.name for choice in find_models(dirs["models"], dirs["metrics"], evaluate)]
     assert names == ["ensemble", "lenet5-tuned", "gru-tuned"]
+    names = [choice.name for choice in find_models(dirs["models"], dirs["metrics"], None)]
+    assert names == ["lenet5-tuned", "gru-tuned"]  # no evaluate section: no ensemble
 
 
 # --------------------------------------------------------------------------------------------

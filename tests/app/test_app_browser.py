@@ -53,14 +53,15 @@ def test_the_classify_page_in_chromium(tmp_path, models_dir):
 
 def test_the_home_page_in_chromium(tmp_path, models_dir):
     shot, text = tmp_path / "home.png", tmp_path / "home.txt"
-    (tmp_path / "m" / "train").mkdir(parents=True)  # the ensemble's weights
+    # The ensemble: its kind from params.yaml's evaluate section, its weights from here.
+    (tmp_path / "m" / "train").mkdir(parents=True)
     for name in ("lenet5-tuned", "gru-tuned"):
         (tmp_path / "m" / "train" / f"{name}.json").write_text('{"val_accuracy": 0.5}')
     subprocess.run(
         [sys.executable, str(SCRIPT), "--page", "home", "--out", str(shot), "--text", str(text),
          "--models-dir", str(models_dir), "--feedback-dir", str(tmp_path / "feedback"),
          "--metrics-dir", str(tmp_path / "m"), "--plots-dir", str(tmp_path / "p"),
-         "--params", str(tmp_path / "none.yaml"), "--chromium", str(CHROMIUM),
+         "--params", str(REPO / "params.yaml"), "--chromium", str(CHROMIUM),
          "--timeout", "90"],
         check=True, timeout=240, cwd=tmp_path)
     gray = cv2.imread(str(shot), cv2.IMREAD_GRAYSCALE)

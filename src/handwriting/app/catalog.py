@@ -93,7 +93,7 @@ def ensemble_choice(tuned: list[ModelChoice], metrics_dir: Path,
 
 
 def find_models(models_dir: Path, metrics_dir: Path,
-                evaluate_section: dict[str, Any] | None = None) -> list[ModelChoice]:
+                evaluate_section: dict[str, Any] | None) -> list[ModelChoice]:
     """Every model the app can run: the champion, the ensemble (:func:`ensemble_choice`, when
     it can be built), then each architecture's untuned and tuned model."""
     return catalog(models_dir, metrics_dir, evaluate_section)[0]

@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from handwriting.app.catalog import ENSEMBLE, ModelChoice, catalog
-from handwriting.app.config import AppConfig
+from handwriting.app.config import ENV_PARAMS, AppConfig
 from handwriting.app.features import Explanation, LayerMaps, explanation, feature_maps
 from handwriting.app.inference import InputImage, Outcome, predict, predict_ensemble
 from handwriting.imaging import PreprocessSettings
@@ -54,18 +54,20 @@ def preprocess_settings(app: AppConfig) -> tuple[PreprocessSettings | None, str]
 
 
 @st.cache_data(show_spinner=False)
-def _read_evaluate_section(path: str, stamp: int) -> dict | None:
+def _read_evaluate_section(path: str, stamp: int) -> tuple[dict | None, str]:
     from handwriting.params import ParamsError, load_params
 
     try:
-        return load_params(path).evaluate
-    except (ParamsError, OSError, ValueError):
-        return None
+        return load_params(path).evaluate, ""
+    except (ParamsError, OSError, ValueError) as error:
+        return None, f"{path} could not be read ({error})"
 
 
-def _evaluate_section(app: AppConfig) -> dict | None:
+def _evaluate_section(app: AppConfig) -> tuple[dict | None, str]:
+    """params.yaml's ``evaluate`` section, or None and why it could not be read."""
     if not app.params.is_file():
-        return None
+        return None, (f"{app.params} not found; the ensemble is defined by its evaluate "
+                      f"section: start the app in the project folder or set {ENV_PARAMS}")
     return _read_evaluate_section(str(app.params), app.params.stat().st_mtime_ns)
 
 
@@ -73,7 +75,9 @@ def models(app: AppConfig) -> tuple[list[ModelChoice], str | None]:
     """Every model the app offers, the ensemble as params.yaml's ``evaluate`` section defines
     it, and why there is no ensemble when it cannot be built
     (:func:`~handwriting.app.catalog.catalog`)."""
-    return catalog(app.models_dir, app.metrics_dir, _evaluate_section(app))
+    section, unreadable = _evaluate_section(app)
+    choices, problem = catalog(app.models_dir, app.metrics_dir, section)
+    return choices, (unreadable or problem) if problem else None
 
 
 def _stamp(path: Path) -> int:
