@@ -363,6 +363,21 @@ def build_gru(
                       dropout=dropout, bidirectional=bidirectional, attention=attention)
 
 
+def _gru_head(x: keras.KerasTensor, *, units: int, fc_units: int, dropout: float,
+              bidirectional: bool, attention: bool) -> keras.KerasTensor:
+    """The recurrent head of the hybrids over a (batch, steps, features) sequence:
+    GRU(units, sequences) -> BN -> GRU(units) or attention pooling -> BN -> Dense(fc_units) ->
+    Dropout."""
+    x = _recurrent(layers.GRU, units, return_sequences=True, bidirectional=bidirectional,
+                   name="gru1")(x)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = _sequence_summary(x, layers.GRU, units, bidirectional=bidirectional,
+                          attention=attention, name="gru2")
+    x = layers.BatchNormalization(name="bn2")(x)
+    x = layers.Dense(fc_units, activation="relu", name="fc")(x)
+    return layers.Dropout(dropout, name="dropout")(x)
+
+
 def build_lenet5_gru(
     input_shape: Sequence[int], num_classes: int, *, units: int = 128, dropout: float = 0.0,
     bidirectional: bool = False, attention: bool = False,
@@ -381,14 +396,8 @@ def build_lenet5_gru(
         x = layers.MaxPooling2D(2, name=f"pool{block}")(x)
     height, width, channels = x.shape[1:]
     x = layers.Reshape((height, width * channels), name="rows_as_steps")(x)
-    x = _recurrent(layers.GRU, units, return_sequences=True, bidirectional=bidirectional,
-                   name="gru1")(x)
-    x = layers.BatchNormalization(name="bn1")(x)
-    x = _sequence_summary(x, layers.GRU, units, bidirectional=bidirectional,
-                          attention=attention, name="gru2")
-    x = layers.BatchNormalization(name="bn2")(x)
-    x = layers.Dense(84, activation="relu", name="fc")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
+    x = _gru_head(x, units=units, fc_units=84, dropout=dropout,
+                  bidirectional=bidirectional, attention=attention)
     outputs = _classifier(x, num_classes)
     return keras.Model(inputs, outputs, name="lenet5_gru")
 
@@ -413,14 +422,8 @@ def build_vgg16_gru(
     x = base(x)
     height, width, channels = x.shape[1:]
     x = layers.Reshape((height * width, channels), name="positions_as_steps")(x)
-    x = _recurrent(layers.GRU, units, return_sequences=True, bidirectional=bidirectional,
-                   name="gru1")(x)
-    x = layers.BatchNormalization(name="bn1")(x)
-    x = _sequence_summary(x, layers.GRU, units, bidirectional=bidirectional,
-                          attention=attention, name="gru2")
-    x = layers.BatchNormalization(name="bn2")(x)
-    x = layers.Dense(256, activation="relu", name="fc")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
+    x = _gru_head(x, units=units, fc_units=256, dropout=dropout,
+                  bidirectional=bidirectional, attention=attention)
     outputs = _classifier(x, num_classes)
     return keras.Model(inputs, outputs, name="vgg16_gru")
 
