@@ -21,6 +21,16 @@ def fit_settings(**changes):
     return FitSettings(**{**plain, **changes})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache(tmp_path_factory):
+    """Frozen-base features persist in a folder of this test session, not the user's cache."""
+    from handwriting.models.fitting import FEATURE_CACHE_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(FEATURE_CACHE_ENV, str(tmp_path_factory.mktemp("feature-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def emnist_dir() -> Path:
     """The real EMNIST letters sample (../shared/data/emnist-letters), read-only."""

@@ -13,6 +13,9 @@ import csv
 import dataclasses
 import hashlib
 import math
+import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,24 +232,105 @@ def frozen_feature_split(model):
     return features, head
 
 
+FEATURE_CACHE_ENV = "HANDWRITING_FEATURE_CACHE"
+
+
+def feature_cache_folder() -> Path | None:
+    """Where frozen-base features are kept between stages: ``$HANDWRITING_FEATURE_CACHE``, else
+    ``$XDG_CACHE_HOME/handwriting/features`` (``~/.cache/handwriting/features``); ``off``
+    keeps them in memory only. Safe to delete at any time."""
+    value = os.environ.get(FEATURE_CACHE_ENV, "").strip()
+    if value == "off":
+        return None
+    if value:
+        return Path(value).expanduser()
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "handwriting" / "features"
+
+
+def _features_key(features_model, images: np.ndarray) -> str:
+    """A digest of everything the features depend on: the library versions, the extractor's
+    layers and weights (not its name: ``vgg16`` and ``vgg16_gru`` share one base) and the
+    images."""
+    import keras
+    import tensorflow as tf
+
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(f"{keras.__version__} {tf.__version__} {images.shape} {images.dtype}".encode())
+    for layer in features_model.layers:
+        digest.update(type(layer).__name__.encode())
+    for weights in features_model.get_weights():
+        digest.update(f"{weights.shape}{weights.dtype}".encode())
+        digest.update(np.ascontiguousarray(weights).tobytes())
+    digest.update(np.ascontiguousarray(images).tobytes())
+    return digest.hexdigest()
+
+
 @dataclass
 class FeatureCache:
-    """Frozen-base features computed once per image set and shared by every model fitted with
-    this cache. The first model's base weights are copied into each later model, so the cached
-    features are its own."""
+    """Frozen-base features computed once per base and image set and shared by every model
+    fitted with this cache. The first model's base weights are copied into each later model,
+    so the cached features are its own.
 
+    With a ``folder`` (default :func:`feature_cache_folder`) the features also persist on disk
+    under a digest of the base's weights and the images, so that ``train@vgg16``,
+    ``train@vgg16_gru`` and their ``tune@`` searches compute them once between them: a file is
+    only ever read back for the very same base and images, and an unreadable one is computed
+    again and replaced."""
+
+    folder: Path | None = field(default_factory=feature_cache_folder)
     base_weights: list | None = None
     features: dict[str, np.ndarray] = field(default_factory=dict)
 
     def get(self, features_model, images: np.ndarray, seed: int) -> np.ndarray:
-        """The base's features of ``images``, computed on first request."""
-        key = hashlib.blake2b(images.tobytes(), digest_size=16).hexdigest()
+        """The base's features of ``images``: from memory, from the folder, or computed."""
+        key = _features_key(features_model, images)
         if key not in self.features:
-            print(f"computing frozen VGG-16 features once for {len(images)} images", flush=True)
-            inputs = make_dataset(images, np.zeros(len(images), np.int64), 128, shuffle=False,
-                                  seed=seed)
-            self.features[key] = features_model.predict(inputs.map(lambda x, y: x), verbose=0)
+            found = self._read(key, len(images))
+            if found is None:
+                print(f"computing frozen VGG-16 features once for {len(images)} images",
+                      flush=True)
+                inputs = make_dataset(images, np.zeros(len(images), np.int64), 128,
+                                      shuffle=False, seed=seed)
+                found = features_model.predict(inputs.map(lambda x, y: x), verbose=0)
+                self._write(key, found)
+            self.features[key] = found
         return self.features[key]
+
+    def _read(self, key: str, rows: int) -> np.ndarray | None:
+        if self.folder is None or not (self.folder / f"{key}.npy").is_file():
+            return None
+        path = self.folder / f"{key}.npy"
+        try:
+            found = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            print(f"warning: {path} is unreadable ({error}); computing the features again",
+                  file=sys.stderr, flush=True)
+            return None
+        if len(found) != rows:
+            print(f"warning: {path} holds {len(found)} rows, not {rows}; computing the "
+                  "features again", file=sys.stderr, flush=True)
+            return None
+        print(f"frozen VGG-16 features for {rows} images from {path}", flush=True)
+        return found
+
+    def _write(self, key: str, found: np.ndarray) -> None:
+        if self.folder is None:
+            return
+        path, partial = self.folder / f"{key}.npy", None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.folder, suffix=".tmp",
+                                             delete=False) as handle:
+                partial = Path(handle.name)
+                np.save(handle, found, allow_pickle=False)
+            os.replace(partial, path)  # atomic: a reader sees all of it or nothing
+        except OSError as error:
+            if partial is not None:
+                partial.unlink(missing_ok=True)
+            print(f"warning: could not keep the features in {self.folder} ({error}); set "
+                  f"{FEATURE_CACHE_ENV} to a writable folder or to off", file=sys.stderr,
+                  flush=True)
 
 
 def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
