@@ -202,3 +202,16 @@ def test_fit_settings_are_frozen_and_replace_validates():
     with pytest.raises(ParamsError):
         fit.replace(optimizer="lion")
     assert isinstance(fit, FitSettings)
+
+
+def test_a_written_history_reads_back_in_keras_shape(tmp_path):
+    from handwriting.models.fitting import read_history, write_history
+
+    history = {"accuracy": [0.5, 0.75], "loss": [1.25, 0.5], "val_accuracy": [0.25, 0.5],
+               "val_loss": [2.0, 1.5]}
+    rows = write_history(tmp_path / "h.csv", history)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert read_history(tmp_path / "h.csv") == history
+    (tmp_path / "empty.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n")
+    with pytest.raises(ValueError, match=r"empty\.csv has no epochs"):
+        read_history(tmp_path / "empty.csv")

@@ -447,6 +447,16 @@ def write_history(path: Path, history: dict[str, list[float]]) -> list[dict[str,
     return rows
 
 
+def read_history(path: Path) -> dict[str, list[float]]:
+    """A history CSV written by :func:`write_history`, back in Keras's shape (no epoch
+    column)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{path} has no epochs; run the stage that writes it again")
+    return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
+
+
 def summarise(rows: list[dict[str, float]], reported: dict[str, float], *, seconds: float,
               train_images: int, model, pretrained: bool) -> dict[str, Any]:
     """The training summary written to the DVC metrics: the figures of the ``reported`` epoch

@@ -294,6 +294,7 @@ class TrialContext:
 
     arch: str
     params: Params
+    settings: TuneSettings
     space: dict[str, list]
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
@@ -303,13 +304,9 @@ class TrialContext:
     @classmethod
     def load(cls, arch: str, params: Params, split_dir: Path) -> TrialContext:
         """The context of ``arch``'s search on the split in ``split_dir``."""
-        _, space = tune_settings(params, arch)
-        return cls(arch, params, space, load_subset(split_dir, "train"),
+        settings, space = tune_settings(params, arch)
+        return cls(arch, params, settings, space, load_subset(split_dir, "train"),
                    load_subset(split_dir, "val"))
-
-    def settings_of(self, config: dict[str, Any], epochs: int) -> tuple[FitSettings, dict]:
-        """(fit settings, builder hyperparameters) of a configuration, for ``epochs``."""
-        return chosen_settings(self.params, self.arch, config, epochs=epochs)
 
 
 def chosen_settings(params: Params, arch: str, config: dict[str, Any],
@@ -398,7 +395,7 @@ def run_trial(trial, context: TrialContext) -> float:
             if value in context.space[key]:
                 trial.suggest_categorical(key, context.space[key])
     params, arch = context.params, context.arch
-    fit, hparams = context.settings_of(config, rung.epochs)
+    fit, hparams = chosen_settings(params, arch, config, epochs=rung.epochs)
     seed = params.base.seed
     label = f"{arch} rung {rung.index} ({rung.share:.0%} of the data, {rung.epochs} epochs) " \
             f"config {cid} {config}"
@@ -424,7 +421,7 @@ def run_trial(trial, context: TrialContext) -> float:
                 if scratch is None:
                     raise RuntimeError("a top-rung trial needs the stage's scratch folder")
                 weights = scratch / f"config-{cid}.weights.h5"
-                callbacks += top_rung_callbacks(fit, TuneSettings.from_params(params).patience,
+                callbacks += top_rung_callbacks(fit, context.settings.patience,
                                                 weights)
             history = fit_model(model, fit, train=data, val=context.val, seed=seed,
                                 cache=context.cache, augmentation=variant_ranges(params, fit),

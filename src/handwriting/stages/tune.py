@@ -21,7 +21,6 @@ once the whole stage has succeeded.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from handwriting.datasets import write_json
+from handwriting.models.fitting import read_history
 from handwriting.models.search import (
     UNTUNED,
     SearchError,
@@ -61,21 +61,18 @@ def run(arch: str, params_path: Path, split_dir: Path, untuned_model: Path,
         result = search(arch, params, split_dir, untuned_val_accuracy=untuned["val_accuracy"],
                         scratch=Path(scratch), params_path=params_path)
         fit, hparams = chosen_settings(params, arch, result.config)
-        if result.winner == UNTUNED:
-            weights = keras.models.load_model(untuned_model).get_weights()
-            history = _read_history(untuned_history)
+        weights = Path(scratch) / f"config-{result.winner}.weights.h5"
+        if result.winner == UNTUNED:  # the untuned model of train@<arch> itself
+            keras.models.load_model(untuned_model).save_weights(str(weights))
+            history = read_history(untuned_history)
             reported = {"epoch": len(history["loss"]), **{k: v[-1] for k, v in history.items()}}
-        else:
-            stem = Path(scratch) / f"config-{result.winner}"
-            history = json.loads(stem.with_suffix(".history.json").read_text())
+        else:  # a top-rung trial left its best epoch's weights and its history
+            history = json.loads(weights.with_name(f"config-{result.winner}.history.json")
+                                 .read_text(encoding="utf-8"))
             reported = best_epoch(history)
-            weights = None
 
         def adopt(model, train, val, callbacks):
-            if weights is None:
-                model.load_weights(str(stem.with_suffix(".weights.h5")))
-            else:
-                model.set_weights(weights)
+            model.load_weights(str(weights))
             return history, reported
 
         summary = tracked_training(
@@ -94,12 +91,6 @@ def run(arch: str, params_path: Path, split_dir: Path, untuned_model: Path,
                            "images_per_second": None})
     write_json(best_params_path, {"winner": result.winner_name, "settings": result.config})
     return summary
-
-
-def _read_history(path: Path) -> dict[str, list[float]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
 
 
 def main(argv: list[str] | None = None) -> int:
