@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SUPPORTED_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_IMAGE_SIZE = 32
 DEFAULT_MARGIN = 0.08
@@ -99,6 +101,9 @@ def decode(source: str | os.PathLike | bytes, *, name: str | None = None,
     if not data:
         raise ImageError(name, "the file is empty (0 bytes)",
                          "re-save or re-export the image and try again")
+    plain = _plain_gray_png(data, name, max_pixels)
+    if plain is not None:
+        return plain
     with warnings.catch_warnings():
         # Our own pixel limit below replaces Pillow's warning.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -117,6 +122,23 @@ def decode(source: str | os.PathLike | bytes, *, name: str | None = None,
             raise ImageError(
                 name, f"cannot be decoded as an image ({type(error).__name__}: {error})",
                 "supply a complete PNG, JPEG, BMP, TIFF or WebP file") from None
+
+
+def _plain_gray_png(data: bytes, name: str, max_pixels: int) -> np.ndarray | None:
+    """An 8-bit grayscale PNG with no transparency, EXIF or animation, decoded by OpenCV: the
+    same pixels as Pillow's path in half the time (the canvas and most scans are such files).
+    None for anything else, including a file OpenCV cannot decode: Pillow then decodes it or
+    names the problem."""
+    if (len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR"
+            or data[24] != 8 or data[25] != 0  # bit depth, colour type 0: grayscale
+            or any(chunk in data for chunk in (b"tRNS", b"eXIf", b"acTL"))):
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    _check_size((width, height), name, max_pixels)
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.shape != (height, width) or pixels.dtype != np.uint8:
+        return None
+    return pixels.astype(np.float32) / 255.0
 
 
 def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
@@ -194,7 +216,7 @@ def ink_map(gray: np.ndarray, *, name: str = "<image>") -> np.ndarray:
     """
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
     background = float(np.median(border))
-    darkest, lightest = (float(v) for v in np.percentile(gray, [0.1, 99.9]))
+    darkest, lightest = _percentiles(gray, (0.1, 99.9))
     if lightest - background > background - darkest:
         ink, contrast = gray - background, lightest - background
     else:
@@ -203,6 +225,27 @@ def ink_map(gray: np.ndarray, *, name: str = "<image>") -> np.ndarray:
         raise _no_ink(name)
     ink = (ink / contrast - _NOISE_FLOOR) / (1.0 - _NOISE_FLOOR)
     return np.clip(ink, 0.0, 1.0).astype(np.float32)
+
+
+def _percentiles(values: np.ndarray, percents: tuple[float, ...]) -> list[float]:
+    """``np.percentile(values, percents)`` (its default linear method) to the last bit, from
+    one partial sort: half the time on a 128-pixel upload, where every microsecond of the
+    serving path counts."""
+    flat = values.ravel()
+    if flat.size < 2:
+        return [float(flat[0])] * len(percents)
+    # NumPy's steps: virtual index (n - 1) * q, the two neighbours, then its _lerp.
+    virtuals = [(flat.size - 1) * (percent / 100) for percent in percents]
+    spots = [(virtual, min(int(np.floor(virtual)), flat.size - 2)) for virtual in virtuals]
+    ranks = sorted({below + step for _, below in spots for step in (0, 1)})
+    ranked = np.partition(flat, ranks)
+    found = []
+    for virtual, below in spots:
+        gamma, low, high = virtual - below, ranked[below], ranked[below + 1]
+        step = float(high - low)  # in the array's precision, as NumPy does
+        found.append(float(high) - step * (1 - gamma) if gamma >= 0.5
+                     else float(low) + step * gamma)
+    return found
 
 
 def _no_ink(name: str) -> ImageError:

@@ -202,7 +202,7 @@ def test_over_the_pixel_limit_is_an_error_before_decoding(tmp_path):
 
 def test_pillow_decompression_bomb_is_reported_as_over_the_limit(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses beyond 2x this
-    data = encode(Image.new("L", (100, 100), 255), "PNG")
+    data = encode(Image.new("RGB", (100, 100), "white"), "PNG")  # Pillow decodes RGB files
     with pytest.raises(ImageError, match="decompression bomb"):
         preprocess(data, 32, name="bomb.png")
 
@@ -223,3 +223,64 @@ def test_image_error_survives_pickling_across_processes():
 
     error = pickle.loads(pickle.dumps(ImageError("a.png", "blank", "draw a letter")))
     assert isinstance(error, ImageError) and str(error) == "a.png: blank; draw a letter"
+
+
+# --- the fast paths give the same bits as the general ones ---------------------------------
+
+
+def pillow_gray(data: bytes) -> np.ndarray:
+    """Pillow's decoding path, the reference for every format."""
+    from handwriting.imaging import _to_gray
+
+    with Image.open(io.BytesIO(data)) as image:
+        return _to_gray(image)
+
+
+def test_plain_grayscale_pngs_decode_to_pillows_pixels():
+    from handwriting.imaging import _plain_gray_png
+
+    rng = np.random.default_rng(0)
+    files = [encode(Image.fromarray(glyph()), "PNG"),
+             encode(Image.fromarray(rng.integers(0, 256, (37, 91), dtype=np.uint8)), "PNG"),
+             encode(Image.fromarray(glyph(64)), "PNG", optimize=True),
+             cv2.imencode(".png", glyph(50))[1].tobytes()]
+    for data in files:
+        fast = _plain_gray_png(data, "x.png", 10**6)
+        assert fast is not None and fast.dtype == np.float32
+        np.testing.assert_array_equal(fast, pillow_gray(data))
+        np.testing.assert_array_equal(decode(data), pillow_gray(data))
+
+
+def test_other_pngs_take_pillows_path():
+    from handwriting.imaging import _plain_gray_png
+
+    gray = Image.fromarray(glyph(40))
+    others = {"transparent": encode(gray, "PNG", transparency=255),
+              "rgb": encode(gray.convert("RGB"), "PNG"),
+              "16-bit": encode(Image.fromarray(glyph(40).astype(np.uint16) * 257), "PNG"),
+              "1-bit": encode(gray.convert("1"), "PNG"),
+              "jpeg": encode(gray, "JPEG")}
+    for kind, data in others.items():
+        assert _plain_gray_png(data, "x", 10**6) is None, kind
+        np.testing.assert_array_equal(decode(data), pillow_gray(data))
+
+
+def test_the_fast_path_keeps_the_pixel_limit_and_the_errors():
+    data = encode(Image.fromarray(glyph(120)), "PNG")
+    with pytest.raises(ImageError, match="over the limit of 1,000"):
+        decode(data, name="big.png", max_pixels=1000)
+    with pytest.raises(ImageError, match=r"cut\.png: cannot be decoded"):
+        decode(data[: len(data) // 2], name="cut.png")
+
+
+def test_percentiles_are_numpys_to_the_last_bit():
+    from handwriting.imaging import _percentiles
+
+    rng = np.random.default_rng(1)
+    for index in range(300):
+        values = rng.random(tuple(rng.integers(1, 120, 2)), dtype=np.float32)
+        if index % 2:
+            values = (np.round(values * 255) / 255).astype(np.float32)
+        percents = (0.1, 99.9) if index % 3 else (0.0, 37.3, 50.0, 100.0)
+        assert _percentiles(values, percents) == [float(v) for v in
+                                                  np.percentile(values, list(percents))]
