@@ -28,6 +28,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG chunks that send a file down Pillow's path (a false match in compressed data only costs
+# time): transparency, animation, EXIF and the text chunks that may carry EXIF or XMP.
+_NOT_PLAIN_CHUNKS = (b"tRNS", b"acTL", b"eXIf", b"tEXt", b"zTXt", b"iTXt")
 SUPPORTED_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_IMAGE_SIZE = 32
 DEFAULT_MARGIN = 0.08
@@ -125,17 +128,21 @@ def decode(source: str | os.PathLike | bytes, *, name: str | None = None,
 
 
 def _plain_gray_png(data: bytes, name: str, max_pixels: int) -> np.ndarray | None:
-    """An 8-bit grayscale PNG with no transparency, EXIF or animation, decoded by OpenCV: the
-    same pixels as Pillow's path in half the time (the canvas and most scans are such files).
-    None for anything else, including a file OpenCV cannot decode: Pillow then decodes it or
-    names the problem."""
+    """An 8-bit grayscale PNG with no transparency, animation or metadata that could rotate it
+    (eXIf, or any text chunk: Pillow reads EXIF and XMP orientation from those), decoded by
+    OpenCV: the same pixels as Pillow's path in half the time. None for anything else, and for
+    a file OpenCV cannot decode: Pillow then decodes it or names the problem. (libpng only
+    warns about a damaged ancillary chunk, so such a file is read where Pillow refused it.)"""
     if (len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR"
             or data[24] != 8 or data[25] != 0  # bit depth, colour type 0: grayscale
-            or any(chunk in data for chunk in (b"tRNS", b"eXIf", b"acTL"))):
+            or any(chunk in data for chunk in _NOT_PLAIN_CHUNKS)):
         return None
     width, height = struct.unpack(">II", data[16:24])
     _check_size((width, height), name, max_pixels)
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # OpenCV's own limits; Pillow decides
+        return None
     if pixels is None or pixels.shape != (height, width) or pixels.dtype != np.uint8:
         return None
     return pixels.astype(np.float32) / 255.0

@@ -21,11 +21,13 @@ from tests.conftest import fit_settings
 keras = pytest.importorskip("keras")
 
 
-def extractor(seed: int):
-    """A tiny feature model standing in for a frozen base."""
+def extractor(seed: int, scale: float = 1.0):
+    """A tiny feature model standing in for a frozen base (unnamed layers: Keras numbers them
+    anew in every build)."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.Rescaling(scale)(inputs)  # no weights: only its configuration tells
+    x = keras.layers.Conv2D(4, 3)(x)
     return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
 
 
@@ -47,24 +49,37 @@ def test_features_persist_and_are_read_back_by_another_cache(tmp_path, capsys):
     assert not list(tmp_path.glob("*.tmp"))  # the write left no partial file
 
 
-@pytest.mark.parametrize("other", ["weights", "images"])
-def test_other_weights_or_images_are_computed_again(tmp_path, capsys, other):
+@pytest.mark.parametrize("other", ["weights", "layer configuration", "images"])
+def test_other_weights_layers_or_images_are_computed_again(tmp_path, capsys, other):
     FeatureCache(folder=tmp_path).get(extractor(1), images(), seed=0)
     computed(capsys)
-    model, pictures = (extractor(2), images()) if other == "weights" else (extractor(1),
-                                                                           images(seed=5))
+    model, pictures = {"weights": (extractor(2), images()),
+                       "layer configuration": (extractor(1, scale=0.5), images()),
+                       "images": (extractor(1), images(seed=5))}[other]
     FeatureCache(folder=tmp_path).get(model, pictures, seed=0)
     assert computed(capsys) and len(list(tmp_path.glob("*.npy"))) == 2
 
 
-def test_an_unreadable_file_is_computed_again_and_replaced(tmp_path, capsys):
+def test_a_rebuilt_extractor_finds_its_features(tmp_path, capsys):
+    FeatureCache(folder=tmp_path).get(extractor(1), images(), seed=0)
+    computed(capsys)
+    FeatureCache(folder=tmp_path).get(extractor(1), images(), seed=0)  # new layer names
+    assert not computed(capsys)
+
+
+@pytest.mark.parametrize("bad", ["not an array", "empty", "wrong shape", "wrong dtype"])
+def test_a_bad_file_is_computed_again_and_replaced(tmp_path, capsys, bad):
     model, pictures = extractor(1), images()
     good = FeatureCache(folder=tmp_path).get(model, pictures, seed=0)
     (path,) = tmp_path.glob("*.npy")
-    path.write_bytes(b"not an array")
+    if bad in ("not an array", "empty"):
+        path.write_bytes(b"not an array" if bad == "not an array" else b"")
+    else:
+        np.save(path, good[:3] if bad == "wrong shape" else good.astype(np.float64))
+    capsys.readouterr()
     again = FeatureCache(folder=tmp_path).get(model, pictures, seed=0)
     captured = capsys.readouterr()
-    assert "computing" in captured.out and f"{path} is unreadable" in captured.err
+    assert "computing" in captured.out and f"warning: {path}" in captured.err
     np.testing.assert_array_equal(good, again)
     np.testing.assert_array_equal(np.load(path), good)
 
@@ -81,8 +96,9 @@ def test_a_folder_that_cannot_be_written_warns_and_still_gives_features(tmp_path
 def test_the_folder_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(FEATURE_CACHE_ENV, str(tmp_path / "here"))
     assert feature_cache_folder() == tmp_path / "here"
-    monkeypatch.setenv(FEATURE_CACHE_ENV, "off")
-    assert feature_cache_folder() is None and FeatureCache().folder is None
+    for off in ("off", "OFF", "false", "0"):
+        monkeypatch.setenv(FEATURE_CACHE_ENV, off)
+        assert feature_cache_folder() is None and FeatureCache().folder is None
     monkeypatch.delenv(FEATURE_CACHE_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert feature_cache_folder() == tmp_path / "xdg" / "handwriting" / "features"

@@ -252,10 +252,21 @@ def test_plain_grayscale_pngs_decode_to_pillows_pixels():
 
 
 def test_other_pngs_take_pillows_path():
+    from PIL.PngImagePlugin import PngInfo
+
     from handwriting.imaging import _plain_gray_png
 
     gray = Image.fromarray(glyph(40))
+    rotated = PngInfo()
+    rotated.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+                     'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+                     'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/>'
+                     '</rdf:RDF></x:xmpmeta>')
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90
     others = {"transparent": encode(gray, "PNG", transparency=255),
+              "xmp orientation": encode(gray, "PNG", pnginfo=rotated),
+              "exif orientation": encode(gray, "PNG", exif=exif),
               "rgb": encode(gray.convert("RGB"), "PNG"),
               "16-bit": encode(Image.fromarray(glyph(40).astype(np.uint16) * 257), "PNG"),
               "1-bit": encode(gray.convert("1"), "PNG"),
@@ -263,6 +274,9 @@ def test_other_pngs_take_pillows_path():
     for kind, data in others.items():
         assert _plain_gray_png(data, "x", 10**6) is None, kind
         np.testing.assert_array_equal(decode(data), pillow_gray(data))
+    for kind in ("xmp orientation", "exif orientation"):  # Pillow turned them upright
+        assert decode(others[kind]).shape == (40, 40)
+        assert not np.array_equal(decode(others[kind]), glyph(40) / np.float32(255)), kind
 
 
 def test_the_fast_path_keeps_the_pixel_limit_and_the_errors():

@@ -127,6 +127,22 @@ def test_bad_settings_are_clear_errors(tmp_path):
                    "--metrics", str(out / "m.json")])
 
 
+def test_a_bad_untuned_history_fails_before_the_search(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "u.keras").write_bytes(b"")
+    (out / "u.json").write_text('{"val_accuracy": 0.5}')
+    (out / "u.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n")
+    with pytest.raises(SystemExit, match=r"^tune: .*u\.csv has no epochs.*train@lenet5"):
+        tune.main(["--arch", "lenet5", "--params", str(write_params(tmp_path)),
+                   "--split", str(tmp_path / "no-split"), "--untuned-model", str(out / "u.keras"),
+                   "--untuned-history", str(out / "u.csv"), "--untuned-metrics",
+                   str(out / "u.json"), "--best-params", str(out / "b.json"),
+                   "--model", str(out / "m.keras"), "--history", str(out / "h.csv"),
+                   "--metrics", str(out / "m.json")])
+    assert sorted(p.name for p in out.iterdir()) == ["u.csv", "u.json", "u.keras"]
+
+
 def test_a_storage_that_cannot_be_opened_names_the_setting():
     with pytest.raises(search.SearchError, match="tune.storage='postgresql://nobody@127.0.0.1"
                                                  ":1/none'.*database server is running"):

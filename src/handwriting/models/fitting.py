@@ -12,10 +12,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,6 +235,10 @@ def frozen_feature_split(model):
 
 
 FEATURE_CACHE_ENV = "HANDWRITING_FEATURE_CACHE"
+# Part of every cache key: bump it when make_dataset's scaling of the images changes (the one
+# input of the features the extractor's own layers and weights do not describe).
+FEATURE_CACHE_VERSION = 1
+_OFF = ("off", "0", "false", "no", "none")
 
 
 def feature_cache_folder() -> Path | None:
@@ -240,25 +246,44 @@ def feature_cache_folder() -> Path | None:
     ``$XDG_CACHE_HOME/handwriting/features`` (``~/.cache/handwriting/features``); ``off``
     keeps them in memory only. Safe to delete at any time."""
     value = os.environ.get(FEATURE_CACHE_ENV, "").strip()
-    if value == "off":
+    if value.lower() in _OFF:
         return None
     if value:
         return Path(value).expanduser()
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    root = os.environ.get("XDG_CACHE_HOME", "").strip()
+    if not root:
+        try:
+            root = str(Path.home() / ".cache")
+        except RuntimeError:  # no HOME and no passwd entry (a container's anonymous user)
+            print(f"warning: no home folder for the feature cache; set {FEATURE_CACHE_ENV} "
+                  "to a folder (features are kept in memory only)", file=sys.stderr, flush=True)
+            return None
     return Path(root) / "handwriting" / "features"
 
 
+def _leaf_layers(model) -> Iterator:
+    for layer in model.layers:
+        if getattr(layer, "layers", None):  # a nested model, such as the VGG-16 base
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
 def _features_key(features_model, images: np.ndarray) -> str:
-    """A digest of everything the features depend on: the library versions, the extractor's
-    layers and weights (not its name: ``vgg16`` and ``vgg16_gru`` share one base) and the
+    """A digest of everything the features depend on: the libraries, the dtype policy, the
+    extractor's layers (class and configuration, not their names: ``vgg16`` and ``vgg16_gru``
+    share one base, and Keras numbers unnamed layers per process) and weights, and the
     images."""
     import keras
     import tensorflow as tf
 
     digest = hashlib.blake2b(digest_size=20)
-    digest.update(f"{keras.__version__} {tf.__version__} {images.shape} {images.dtype}".encode())
-    for layer in features_model.layers:
+    digest.update(f"v{FEATURE_CACHE_VERSION} keras {keras.__version__} tf {tf.__version__} "
+                  f"{keras.config.dtype_policy().name} {images.shape} {images.dtype}".encode())
+    for layer in _leaf_layers(features_model):
+        config = {key: value for key, value in layer.get_config().items() if key != "name"}
         digest.update(type(layer).__name__.encode())
+        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for weights in features_model.get_weights():
         digest.update(f"{weights.shape}{weights.dtype}".encode())
         digest.update(np.ascontiguousarray(weights).tobytes())
@@ -286,7 +311,8 @@ class FeatureCache:
         """The base's features of ``images``: from memory, from the folder, or computed."""
         key = _features_key(features_model, images)
         if key not in self.features:
-            found = self._read(key, len(images))
+            shape = (len(images), *features_model.output.shape[1:])
+            found = self._read(key, shape)
             if found is None:
                 print(f"computing frozen VGG-16 features once for {len(images)} images",
                       flush=True)
@@ -297,21 +323,23 @@ class FeatureCache:
             self.features[key] = found
         return self.features[key]
 
-    def _read(self, key: str, rows: int) -> np.ndarray | None:
-        if self.folder is None or not (self.folder / f"{key}.npy").is_file():
+    def _read(self, key: str, shape: tuple) -> np.ndarray | None:
+        if self.folder is None:
             return None
         path = self.folder / f"{key}.npy"
         try:
+            if not path.is_file():
+                return None
             found = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError) as error:
             print(f"warning: {path} is unreadable ({error}); computing the features again",
                   file=sys.stderr, flush=True)
             return None
-        if len(found) != rows:
-            print(f"warning: {path} holds {len(found)} rows, not {rows}; computing the "
-                  "features again", file=sys.stderr, flush=True)
+        if found.shape != shape or found.dtype != np.float32:
+            print(f"warning: {path} holds {found.dtype} {found.shape}, not float32 {shape}; "
+                  "computing the features again", file=sys.stderr, flush=True)
             return None
-        print(f"frozen VGG-16 features for {rows} images from {path}", flush=True)
+        print(f"frozen VGG-16 features for {shape[0]} images from {path}", flush=True)
         return found
 
     def _write(self, key: str, found: np.ndarray) -> None:
@@ -454,7 +482,11 @@ def read_history(path: Path) -> dict[str, list[float]]:
         rows = list(csv.DictReader(handle))
     if not rows:
         raise ValueError(f"{path} has no epochs; run the stage that writes it again")
-    return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
+    try:
+        return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path} is not a history written by the train stage ({error}); run "
+                         "the stage that writes it again") from None
 
 
 def summarise(rows: list[dict[str, float]], reported: dict[str, float], *, seconds: float,

@@ -56,6 +56,10 @@ def run(arch: str, params_path: Path, split_dir: Path, untuned_model: Path,
             raise FileNotFoundError(f"{path} is missing: the search starts from the untuned "
                                     f"model; run `dvc repro train@{arch}` first")
     untuned = json.loads(untuned_metrics.read_text(encoding="utf-8"))
+    try:  # read before the search: a bad file fails now, not after it
+        untuned_epochs = read_history(untuned_history)
+    except ValueError as error:
+        raise SearchError(f"{error} (`dvc repro -f train@{arch}`)") from None
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"tune-{arch}-") as scratch:
         result = search(arch, params, split_dir, untuned_val_accuracy=untuned["val_accuracy"],
@@ -64,7 +68,7 @@ def run(arch: str, params_path: Path, split_dir: Path, untuned_model: Path,
         weights = Path(scratch) / f"config-{result.winner}.weights.h5"
         if result.winner == UNTUNED:  # the untuned model of train@<arch> itself
             keras.models.load_model(untuned_model).save_weights(str(weights))
-            history = read_history(untuned_history)
+            history = untuned_epochs
             reported = {"epoch": len(history["loss"]), **{k: v[-1] for k, v in history.items()}}
         else:  # a top-rung trial left its best epoch's weights and its history
             history = json.loads(weights.with_name(f"config-{result.winner}.history.json")
