@@ -13,6 +13,7 @@ from handwriting.app.catalog import ModelChoice, champion_report, ensemble_choic
 from handwriting.app.reports import (
     ReportError,
     confusion_cells,
+    ensemble_description,
     load_evaluation,
     model_figures,
     read_comparison,
@@ -73,7 +74,8 @@ def test_the_app_s_ensemble_is_the_evaluated_one_or_none(tmp_path):
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "a-tuned.json").write_text(json.dumps({"val_accuracy": 0.8}))
     (tmp_path / "train" / "b-tuned.json").write_text(json.dumps({"val_accuracy": 0.4}))
-    section = yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"]  # soft, weighted
+    section = {**yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"],
+               "ensemble": "soft", "ensemble_weighting": "val_accuracy"}
     soft = ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path, section)
     assert (soft.weights, soft.vote) == ((0.8, 0.4), "soft")
     equal = ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path,
@@ -90,6 +92,16 @@ def test_the_app_s_ensemble_is_the_evaluated_one_or_none(tmp_path):
                            {**section, "ensemble": "sofft"})
     assert "evaluate.ensemble must be one of soft, hard, got 'sofft'" in typo
     assert "evaluate section is missing" in ensemble_choice(tuned("a-tuned"), tmp_path, None)
+
+
+def test_the_ensemble_is_described_as_params_yaml_defines_it():
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"]
+    soft = ensemble_description({**section, "ensemble": "soft",
+                                 "ensemble_weighting": "val_accuracy"})
+    assert soft.startswith("Soft vote") and "weighted by their validation accuracy" in soft
+    hard = ensemble_description({**section, "ensemble": "hard", "ensemble_weighting": "none"})
+    assert hard.startswith("Hard vote") and "equal weights" in hard
+    assert "evaluate section is missing" in ensemble_description(None)
 
 
 def test_the_champion_report_reads_both_files_and_names_broken_ones(tmp_path):

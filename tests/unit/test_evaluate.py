@@ -180,10 +180,13 @@ def test_the_evaluate_settings_are_typed_and_name_a_bad_key(tmp_path):
     from handwriting.evaluation.settings import EvaluateSettings
     from handwriting.params import ParamsError
 
-    section = yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"]
+    project = yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"]
+    assert EvaluateSettings.from_section(project).crossdata == tuple(project["crossdata"])
+    section = {**project, "ensemble": "hard", "ensemble_weighting": "none",
+               "crossdata": ["a", "b"]}
     settings = EvaluateSettings.from_section(section)
-    assert (settings.ensemble, settings.ensemble_weighting) == ("soft", "val_accuracy")
-    assert settings.crossdata == ("../shared/data/emnist-letters",)
+    assert (settings.ensemble, settings.ensemble_weighting) == ("hard", "none")
+    assert settings.crossdata == ("a", "b")
     for change, message in (
             ({"ensemble": "sofft"}, "evaluate.ensemble must be one of soft, hard, got 'sofft'"),
             ({"ensemble_weighting": "f1"}, "evaluate.ensemble_weighting must be one of "

@@ -10,7 +10,7 @@ use lives in plain modules that import neither Streamlit nor TensorFlow at impor
 * :mod:`handwriting.app.catalog`: the models found on disk (untuned, tuned, the ensemble, the
   champion) and the champion's report;
 * :mod:`handwriting.app.inference`: predictions through :class:`~handwriting.serving.Predictor`
-  and the ensemble's weighted soft vote;
+  and the ensemble's vote;
 * :mod:`handwriting.app.features`: feature maps of the first convolutions and the Grad-CAM
   overlay;
 * :mod:`handwriting.app.reports`: the evaluation results (metrics, training curves, confusion

@@ -1,9 +1,10 @@
 """The models the app can offer, found on disk; nothing is loaded here.
 
 * ``<arch>-untuned`` and ``<arch>-tuned`` for every ``models/<arch>/{untuned,tuned}.keras``;
-* ``ensemble``: the weighted soft vote of the tuned models (at least two), weighted by each
-  one's ``val_accuracy`` in ``metrics/train/<arch>-tuned.json``, as the ``evaluate`` stage
-  does; equal weights when any of those files is missing or unreadable;
+* ``ensemble``: the ensemble of the tuned models (at least two) that the ``evaluate`` stage
+  scores, as params.yaml's ``evaluate`` section defines it: a soft or hard vote, weighted by
+  each one's ``val_accuracy`` in ``metrics/train/<arch>-tuned.json`` or equally; not offered
+  (and the reason given) when params.yaml or a weight cannot be read;
 * ``champion``: the served model in ``models/serving/`` (written by the export stage), when
   its ``serving.json`` is there.
 """

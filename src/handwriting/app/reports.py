@@ -40,8 +40,23 @@ def describe(arch: str) -> str:
     return re.sub(r":\w+:`~?([\w.]+)`", r"`\1`", text).replace("``", "`")
 
 
-ENSEMBLE_DESCRIPTION = ("Soft vote of the tuned models, weighted by their validation accuracy "
-                        "(the `evaluate.ensemble` settings).")
+
+
+def ensemble_description(evaluate_section: dict[str, Any] | None) -> str:
+    """What the evaluated ensemble is, from params.yaml's ``evaluate`` section."""
+    from handwriting.evaluation.settings import EvaluateSettings
+    from handwriting.params import ParamsError
+
+    try:
+        settings = EvaluateSettings.from_section(evaluate_section)
+    except ParamsError as error:
+        return f"The ensemble of the tuned models ({error})."
+    vote = ("Soft vote (the average of their probabilities)" if settings.ensemble == "soft"
+            else "Hard vote (the majority of their top letters)")
+    weights = ("weighted by their validation accuracy"
+               if settings.ensemble_weighting == "val_accuracy" else "with equal weights")
+    return (f"{vote} of the tuned models, {weights} (`evaluate.ensemble` and "
+            "`evaluate.ensemble_weighting` in params.yaml).")
 
 # The figures shown first, in this order; any others follow.
 MAIN_FIGURES = ("accuracy", "case_insensitive_accuracy", "merged37_accuracy", "f1_macro",

@@ -63,7 +63,7 @@ def _read_evaluate_section(path: str, stamp: int) -> tuple[dict | None, str]:
         return None, f"{path} could not be read ({error})"
 
 
-def _evaluate_section(app: AppConfig) -> tuple[dict | None, str]:
+def evaluate_section(app: AppConfig) -> tuple[dict | None, str]:
     """params.yaml's ``evaluate`` section, or None and why it could not be read."""
     if not app.params.is_file():
         return None, (f"{app.params} not found; the ensemble is defined by its evaluate "
@@ -75,7 +75,7 @@ def models(app: AppConfig) -> tuple[list[ModelChoice], str | None]:
     """Every model the app offers, the ensemble as params.yaml's ``evaluate`` section defines
     it, and why there is no ensemble when it cannot be built
     (:func:`~handwriting.app.catalog.catalog`)."""
-    section, unreadable = _evaluate_section(app)
+    section, unreadable = evaluate_section(app)
     choices, problem = catalog(app.models_dir, app.metrics_dir, section)
     return choices, (unreadable or problem) if problem else None
 

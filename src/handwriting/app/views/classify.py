@@ -30,7 +30,8 @@ by_name = {choice.name: choice for choice in choices}
 selected = st.multiselect(
     "Models", list(by_name), default=default_selection(choices), key="models",
     help="`<arch>-untuned` / `<arch>-tuned`: the trained Keras models; `ensemble`: the "
-         "weighted soft vote of the tuned models; `champion`: the served ONNX model.")
+         "vote of the tuned models that evaluate scores (params.yaml's evaluate section); "
+         "`champion`: the served ONNX model.")
 settings, settings_origin = ui.preprocess_settings(app)
 st.caption(f"Every image goes through the one shared preprocessing ({settings_origin}).")
 

@@ -51,7 +51,7 @@ else:
         st.warning(problem)
     members = report.description.get("members")
     if isinstance(members, list):
-        st.caption(f"A soft vote of {', '.join(map(str, members))} with weights "
+        st.caption(f"An ensemble of {', '.join(map(str, members))} with weights "
                    f"{report.description.get('weights', 'equal')}.")
     exports = [{"export": variant,
                 "test accuracy": figures.get("test_accuracy"),

@@ -8,10 +8,10 @@ from handwriting import labels
 from handwriting.app import ui
 from handwriting.app.catalog import ENSEMBLE
 from handwriting.app.reports import (
-    ENSEMBLE_DESCRIPTION,
     ReportError,
     confusion_cells,
     describe,
+    ensemble_description,
     evaluated_architectures,
     load_evaluation,
     model_figures,
@@ -136,7 +136,7 @@ for tab, arch in zip(tabs[1:], archs):
 if "ensemble" in figures:
     with tabs[-1]:
         st.header("ensemble")
-        st.write(ENSEMBLE_DESCRIPTION)
+        st.write(ensemble_description(ui.evaluate_section(app)[0]))
         figures_table({"ensemble": figures["ensemble"]})
         confusion("ensemble")
         pictures("ensemble")
