@@ -40,8 +40,6 @@ def describe(arch: str) -> str:
     return re.sub(r":\w+:`~?([\w.]+)`", r"`\1`", text).replace("``", "`")
 
 
-
-
 def ensemble_description(evaluate_section: dict[str, Any] | None) -> str:
     """What the evaluated ensemble is, from params.yaml's ``evaluate`` section."""
     from handwriting.evaluation.settings import EvaluateSettings
@@ -57,6 +55,7 @@ def ensemble_description(evaluate_section: dict[str, Any] | None) -> str:
                if settings.ensemble_weighting == "val_accuracy" else "with equal weights")
     return (f"{vote} of the tuned models, {weights} (`evaluate.ensemble` and "
             "`evaluate.ensemble_weighting` in params.yaml).")
+
 
 # The figures shown first, in this order; any others follow.
 MAIN_FIGURES = ("accuracy", "case_insensitive_accuracy", "merged37_accuracy", "f1_macro",
