@@ -39,6 +39,47 @@ def assert_every_configuration_ran_once(study):
     return {t.user_attrs["worker"] for t in trials if t.state == TrialState.COMPLETE}
 
 
+POP_WORKER = """
+import sys
+import optuna
+from handwriting.models import search
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+study = optuna.load_study(study_name="queue", storage=search.open_storage(sys.argv[1]))
+
+def objective(trial):
+    if "item" not in trial.user_attrs:  # the queue is empty
+        trial.study.stop()
+        raise optuna.TrialPruned()
+    print(trial.user_attrs["item"], flush=True)
+    return 0.0
+
+study.optimize(objective, catch=())
+"""
+
+
+def test_sqlite_workers_never_pop_the_same_waiting_trial(tmp_path):
+    """SQLite ignores Optuna's SELECT ... FOR UPDATE: without immediate transactions, two
+    processes could both take one waiting trial (this test caught it within 200 pops)."""
+    import subprocess
+    import sys
+
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    study = optuna.create_study(study_name="queue", storage=search.open_storage(url))
+    items = range(150)
+    for item in items:
+        study.enqueue_trial({}, user_attrs={"item": item})
+    workers = [subprocess.Popen([sys.executable, "-c", POP_WORKER, url], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for _ in range(4)]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    assert [w.returncode for w in workers] == [0] * 4, [err for _, err in outputs]
+    popped = [int(line) for out, _ in outputs for line in out.split()]
+    assert sorted(popped) == list(items), Counter(popped).most_common(3)
+
+
 def test_two_worker_processes_share_one_study(tmp_path, tiny_split, mlflow_store):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     params_path = write_params(tmp_path, epochs=6, n_trials=6, workers=2, storage=url)

@@ -220,14 +220,16 @@ def open_storage(url: str | None):
 
     if url is None:
         return optuna.storages.InMemoryStorage()
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    sqlite = url.startswith("sqlite")
+    # pysqlite in autocommit mode, so that _immediate_transactions decides how each begins
+    engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {}
     with warnings.catch_warnings():  # "experimental" (since Optuna 2.8): Optuna's recovery
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=3 * HEARTBEAT_SECONDS, heartbeat_stale_trial_callback=retry)
     except Exception as error:  # SQLAlchemy/driver errors: name the setting and the fix
@@ -236,6 +238,26 @@ def open_storage(url: str | None):
                           f"({type(error).__name__}: {detail}); check the URL and that the "
                           "database server is running (PostgreSQL also needs psycopg: "
                           "pip install -e '.[postgres]')") from None
+    if sqlite:
+        _immediate_transactions(storage.engine)
+    return storage
+
+
+def _immediate_transactions(engine) -> None:
+    """Begin every transaction on ``engine`` (SQLite) with ``BEGIN IMMEDIATE``.
+
+    Optuna pops a waiting trial by reading its state and then setting it to running, inside one
+    transaction that PostgreSQL and MySQL lock with ``SELECT ... FOR UPDATE``. SQLite ignores
+    that clause and starts its write lock only at the update, so two worker processes could both
+    read "waiting" and both run the trial (then one fails with "Cannot tell a COMPLETE trial").
+    An immediate transaction takes the write lock at its start, which makes the pop atomic; the
+    other workers wait (up to the 60 s timeout) for the lock, which each holds for milliseconds.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "begin")
+    def begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def study_name(arch: str, key: str, rung: Rung) -> str:
