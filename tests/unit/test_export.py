@@ -120,7 +120,7 @@ def project(tmp_path_factory):
     keyed = {f"{arch}-tuned": model for arch, model in models.items()}
     decision = comparison.choose_champion(
         params, root / "split", keyed,
-        {key: compiled_predictor(model) for key, model in keyed.items()}, [0.9, 0.1])
+        {key: compiled_predictor(model) for key, model in keyed.items()}, [0.9, 0.1], "soft")
     (root / "metrics" / "champion.json").write_text(json.dumps(decision))
     return root
 

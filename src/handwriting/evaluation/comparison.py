@@ -108,8 +108,10 @@ def unsure_section(unsure: dict[str, Any]) -> str:
 
 
 def choose_champion(params: Params, split_dir: Path, models: dict[str, Any],
-                    predictors: dict[str, Any], weights: list[float] | None) -> dict[str, Any]:
-    """Score the champion candidates (the tuned models and, with a soft vote, their ensemble)
+                    predictors: dict[str, Any], weights: list[float] | None, kind: str
+                    ) -> dict[str, Any]:
+    """Score the champion candidates (the tuned models and, with a ``kind == "soft"`` vote, their
+    ensemble)
     on the validation split, choose by :func:`handwriting.evaluation.champion.choose` and set
     its "not sure" threshold; returns what metrics/champion.json holds."""
     from handwriting.models.cost import mega_multiply_adds
@@ -118,7 +120,7 @@ def choose_champion(params: Params, split_dir: Path, models: dict[str, Any],
     tuned = tuned_names(params.train["architectures"])
     probabilities = {key: predict_all(predictors[key], val["images"]) for key in tuned}
     mflops = {key: mega_multiply_adds(models[key]) for key in tuned}
-    if EvaluateSettings.from_section(params.evaluate).ensemble == "soft":
+    if kind == "soft":
         probabilities[champion_policy.ENSEMBLE] = ensembles.soft_vote(
             [probabilities[key] for key in tuned], weights)
         mflops[champion_policy.ENSEMBLE] = round(sum(mflops[key] for key in tuned), 3)
@@ -284,12 +286,12 @@ def comparison_report(scores: Scores, architectures: list[str], test_images: int
     return report
 
 
-def score_crossdata(params: Params, scores: Scores, kind: str, weights: list[float] | None,
-                    decision: dict[str, Any], plots_dir: Path
+def score_crossdata(params: Params, scores: Scores, settings: EvaluateSettings,
+                    weights: list[float] | None, decision: dict[str, Any], plots_dir: Path
                     ) -> tuple[dict[str, Any], str]:
-    """Every model and the ensemble (of the tuned) on every folder of ``evaluate.crossdata``
-    that exists: (crossdata.json's datasets, the report's sections). Adds the champion's "not
-    sure" effect on each to ``decision``."""
+    """Every model and the ensemble (of the tuned, ``settings.ensemble`` vote) on every folder
+    of ``settings.crossdata`` that exists: (crossdata.json's datasets, the report's sections).
+    Adds the champion's "not sure" effect on each to ``decision``."""
     from handwriting import tracking
     from handwriting.evaluation.crossdata import read_class_folder
 
@@ -297,7 +299,8 @@ def score_crossdata(params: Params, scores: Scores, kind: str, weights: list[flo
     champion, threshold = decision["champion"], decision["unsure"]["threshold"]
     crossdata: dict[str, Any] = {}
     report = ""
-    for folder in EvaluateSettings.from_section(params.evaluate).crossdata:
+    kind = settings.ensemble
+    for folder in settings.crossdata:
         root = tracking.resolve(folder)
         if not root.is_dir():
             print(f"evaluate: cross-dataset {folder} not found, skipped", file=sys.stderr)

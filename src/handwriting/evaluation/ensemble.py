@@ -18,12 +18,11 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from handwriting import labels
-from handwriting.evaluation.settings import KINDS, WEIGHTINGS, EvaluateSettings
+from handwriting.evaluation.settings import KINDS, WEIGHTINGS
 
 
 class EnsembleError(ValueError):
@@ -131,11 +130,10 @@ def build_soft_vote_ensemble(members: Sequence, weights: Sequence[float] | None 
     return keras.Model(inputs, outputs, name=name)
 
 
-def ensemble_weights(params: Any, train_metrics_dir: Path) -> list[float] | None:
-    """The vote weights of the tuned models of ``train.architectures``, in that order, as
-    params.yaml's ``evaluate.ensemble_weighting`` says."""
+def ensemble_weights(weighting: str, architectures: Sequence[str],
+                     train_metrics_dir: Path) -> list[float] | None:
+    """The vote weights of the tuned models of ``architectures``, in that order, by
+    ``weighting`` (:attr:`EvaluateSettings.ensemble_weighting`)."""
     from handwriting.models.reference import tuned_names
 
-    weighting = EvaluateSettings.from_section(params.evaluate).ensemble_weighting
-    return member_weights(weighting, tuned_names(params.train["architectures"]),
-                          train_metrics_dir)
+    return member_weights(weighting, tuned_names(architectures), train_metrics_dir)

@@ -53,10 +53,10 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
 
     scores = comparison.score_models(params, models_dir, images, y_true, calls)
     kind = settings.ensemble
-    weights = ensembles.ensemble_weights(params, train_metrics_dir)
+    weights = ensembles.ensemble_weights(settings.ensemble_weighting, archs, train_metrics_dir)
     comparison.score_ensemble(params, scores, images, y_true, calls, kind, weights)
     decision = comparison.choose_champion(params, split_dir, scores.models, scores.predictors,
-                                          weights)
+                                          weights, kind)
     champion = decision["champion"]
     decision["unsure"]["test"] = champion_policy.unsure_effect(
         y_true, scores.probabilities[champion], decision["unsure"]["threshold"])
@@ -65,8 +65,8 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         explain_samples=settings.explain_samples, plots_dir=plots_dir,
         per_class_dir=per_class_dir, confused_path=confused_path)
     report = comparison.comparison_report(scores, archs, len(y_true), kind, champion)
-    crossdata, sections = comparison.score_crossdata(params, scores, kind, weights, decision,
-                                                     plots_dir)
+    crossdata, sections = comparison.score_crossdata(params, scores, settings, weights,
+                                                     decision, plots_dir)
     gains = comparison.tuning_gains(scores, archs, train_metrics_dir, crossdata)
     for arch, gain in gains.items():
         scores.results[arch]["tuning_gain"] = gain

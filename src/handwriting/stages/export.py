@@ -32,6 +32,7 @@ import numpy as np
 from handwriting.datasets import load_arrays, write_json
 from handwriting.evaluation.champion import ENSEMBLE
 from handwriting.evaluation.ensemble import EnsembleError
+from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.models.reference import ModelRef, tuned_names
 from handwriting.params import Params, ParamsError, load_params
 
@@ -91,7 +92,8 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
                                                 params.preprocessing)
     weights = None
     if ENSEMBLE in decision["candidates"]:
-        weights = ensemble_weights(params, train_metrics_dir)
+        weighting = EvaluateSettings.from_section(params.evaluate).ensemble_weighting
+        weights = ensemble_weights(weighting, archs, train_metrics_dir)
         models[ENSEMBLE] = build_soft_vote_ensemble([models[k] for k in tuned_names(archs)],
                                                     weights)
         exports[ENSEMBLE] = measure.export_and_check(models[ENSEMBLE], ENSEMBLE, onnx_dir,
