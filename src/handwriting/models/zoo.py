@@ -89,13 +89,8 @@ def _recurrent(
     cell: type[layers.Layer], units: int, *, return_sequences: bool, bidirectional: bool,
     name: str,
 ) -> layers.Layer:
-    """An LSTM or GRU layer, optionally wrapped in Bidirectional.
-
-    Unrolled: the number of steps is fixed by the image size (at most 128), and on CPU an
-    unrolled layer trains much faster than TensorFlow's while loop (an LSTM epoch of the default
-    split 1.8 times, a GRU epoch 1.1 times) and computes the same function.
-    """
-    layer = cell(units, return_sequences=return_sequences, unroll=True, name=name)
+    """An LSTM or GRU layer, optionally wrapped in Bidirectional."""
+    layer = cell(units, return_sequences=return_sequences, name=name)
     if bidirectional:
         return layers.Bidirectional(layer, name=f"bidirectional_{name}")
     return layer
