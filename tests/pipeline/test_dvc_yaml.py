@@ -84,8 +84,11 @@ def test_every_param_read_is_declared(name):
         from handwriting.models.search import SEARCH_SETTINGS
 
         read |= {f"tune.{key}" for key in SEARCH_SETTINGS} | {"tune.${item}"}
-    # `(params.evaluate or {}).get("key", ...)` reads one key; any other use the whole section.
+    # `(params.evaluate or {}).get("key", ...)` and `EvaluateSettings.from_section(
+    # params.evaluate).key` read one key; any other use the whole section.
     evaluate_keys = re.findall(r'\(params\.evaluate or \{\}\)\.get\("(\w+)"', source)
+    evaluate_keys += re.findall(r"EvaluateSettings\.from_section\(params\.evaluate\)\.(\w+)",
+                                source)
     read |= {f"evaluate.{key}" for key in evaluate_keys}
     if source.count("params.evaluate") > len(evaluate_keys):
         read.add("evaluate")
