@@ -130,7 +130,7 @@ def build_soft_vote_ensemble(members: Sequence, weights: Sequence[float] | None 
     return keras.Model(inputs, outputs, name=name)
 
 
-def ensemble_weights(weighting: str, architectures: Sequence[str],
+def ensemble_weights(weighting: str, architectures: list[str] | tuple[str, ...],
                      train_metrics_dir: Path) -> list[float] | None:
     """The vote weights of the tuned models of ``architectures``, in that order, by
     ``weighting`` (:attr:`EvaluateSettings.ensemble_weighting`)."""
