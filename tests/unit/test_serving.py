@@ -136,6 +136,22 @@ def test_onnx_export_agrees_with_keras(arch, tmp_path):
     assert agreement(other, path, images)["max_abs_diff"] > 1e-4
 
 
+def test_onnx_exports_of_one_model_are_byte_identical(tmp_path):
+    """tf2onnx numbers the names it makes with counters that run on through a process (and
+    lists a GRU's loop outputs in an order that follows them): two exports of the same file,
+    with another model exported in between, must still be the same bytes."""
+    keras.utils.set_random_seed(2)
+    gru = build("gru", (SIZE, SIZE, 1), labels.NUM_CLASSES, units=16)
+    gru.save(tmp_path / "gru.keras")
+    first = export_onnx(tmp_path / "gru.keras", tmp_path / "first.onnx").read_bytes()
+    export_onnx(build("lenet5", (SIZE, SIZE, 1), labels.NUM_CLASSES), tmp_path / "other.onnx")
+    second = export_onnx(tmp_path / "gru.keras", tmp_path / "second.onnx").read_bytes()
+    assert first == second
+    assert b"__inference" not in second and b"unk__" not in second
+    images = np.random.default_rng(4).random((8, SIZE, SIZE), dtype=np.float32)
+    assert agreement(gru, tmp_path / "second.onnx", images)["max_abs_diff"] < 1e-4
+
+
 def test_export_refuses_a_missing_keras_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.keras.*dvc repro"):
         export_onnx(tmp_path / "nothing.keras", tmp_path / "out.onnx")

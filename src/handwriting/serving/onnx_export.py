@@ -95,6 +95,129 @@ def _tidy(proto, model, image_size: int) -> None:
                         "A-Z then a-z")
 
 
+def _subgraphs(node) -> Iterator:
+    """The graphs held in a node's attributes (a ``Loop``'s body, an ``If``'s branches)."""
+    for attribute in node.attribute:
+        if attribute.HasField("g"):
+            yield attribute.g
+        yield from attribute.graphs
+
+
+def _canonical_names(proto) -> None:
+    """Give every node and value a name from its place in the graph, not from tf2onnx.
+
+    tf2onnx names the nodes and constants it creates from process-wide counters
+    (``Transpose__44``) and orders the constants by those names, so two exports of the same
+    model differed in their bytes. Here every value other than ``image`` and
+    ``probabilities`` becomes ``t<n>`` in the order the nodes first use it (subgraphs
+    included: they refer to values of the graph around them by name), the n-th node becomes
+    ``<op type>_<n>``, constants are stored in that order, and constants no node uses are
+    dropped. Unnamed dimensions (``unk__579``) become ``d<n>``, and documentation strings
+    that name the traced TensorFlow function (``__inference___call___1906``) are emptied:
+    both are numbered the same way.
+    """
+    mapping: dict[str, str] = {INPUT_NAME: INPUT_NAME, OUTPUT_NAME: OUTPUT_NAME, "": ""}
+
+    def claim(name: str) -> None:
+        if name not in mapping:
+            mapping[name] = f"t{len(mapping) - 3}"
+
+    def collect(graph) -> None:
+        stored = {value.name for value in graph.initializer}
+        for value in graph.input:
+            if value.name not in stored:
+                claim(value.name)
+        for node in graph.node:
+            for name in node.input:
+                claim(name)
+            for subgraph in _subgraphs(node):
+                collect(subgraph)
+            for name in node.output:
+                claim(name)
+        for value in graph.output:
+            claim(value.name)
+
+    nodes = 0
+    dims: dict[str, str] = {}
+
+    def rename(graph) -> None:
+        nonlocal nodes
+        graph.doc_string = ""
+        used = [value for value in graph.initializer if value.name in mapping]
+        used.sort(key=lambda value: int(mapping[value.name][1:]))
+        del graph.initializer[:]
+        graph.initializer.extend(used)
+        kept = [value for value in graph.value_info if value.name in mapping]
+        del graph.value_info[:]
+        graph.value_info.extend(kept)
+        for value in list(graph.input) + list(graph.output) + list(graph.value_info) \
+                + list(graph.initializer):
+            value.name = mapping[value.name]
+        for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+            for dim in _dims(value.type):
+                if dim.HasField("dim_param") and dim.dim_param != BATCH_DIM:
+                    dim.dim_param = dims.setdefault(dim.dim_param, f"d{len(dims)}")
+        for node in graph.node:
+            node.name, node.doc_string = f"{node.op_type}_{nodes}", ""
+            if not node.domain:
+                node.ClearField("domain")  # written as "" by some passes, absent by others
+            nodes += 1
+            node.input[:] = [mapping[name] for name in node.input]
+            node.output[:] = [mapping[name] for name in node.output]
+            for index, subgraph in enumerate(_subgraphs(node)):
+                subgraph.name = f"{node.name}_graph{index}"
+                rename(subgraph)
+
+    if any(graph.sparse_initializer for graph in _all_graphs(proto.graph)):
+        raise ValueError("the exported graph has sparse constants, which this export does "
+                         "not expect")
+    for graph in _all_graphs(proto.graph):
+        _order_aliased_outputs(graph)
+    collect(proto.graph)
+    rename(proto.graph)
+
+
+def _order_aliased_outputs(graph) -> None:
+    """Outputs that are copies of one value (through ``Identity`` nodes) take the copies in
+    graph order. tf2onnx gives a ``Loop`` body's carried state and its scan output two such
+    copies of one tensor and lists them in either order from one export to the next; which
+    copy is listed where does not change what the graph computes."""
+    source = {node.output[0]: node.input[0] for node in graph.node
+              if node.op_type == "Identity"}
+    produced = {name: index for index, node in enumerate(graph.node) for name in node.output}
+
+    def root(name: str) -> str:
+        while name in source:
+            name = source[name]
+        return name
+
+    places: dict[str, list[int]] = {}
+    for index, value in enumerate(graph.output):
+        places.setdefault(root(value.name), []).append(index)
+    for indices in places.values():
+        names = sorted((graph.output[i].name for i in indices),
+                       key=lambda name: produced.get(name, -1))
+        for index, name in zip(indices, names):
+            graph.output[index].name = name
+
+
+def _dims(value_type) -> Iterator:
+    """The dimensions of a value's type, through sequence and optional wrappers."""
+    kind = value_type.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        yield from getattr(value_type, kind).shape.dim
+    elif kind in ("sequence_type", "optional_type"):
+        yield from _dims(getattr(value_type, kind).elem_type)
+
+
+def _all_graphs(graph) -> Iterator:
+    """A graph and every graph nested in its nodes."""
+    yield graph
+    for node in graph.node:
+        for subgraph in _subgraphs(node):
+            yield from _all_graphs(subgraph)
+
+
 def _captured_constants(model, spec) -> dict[str, np.ndarray]:
     """The constant tensors (not variables) that the traced model captures, by the name of
     their placeholder inside the graph, such as the fixed ImageNet mean of the VGG models'
@@ -162,6 +285,7 @@ def export_onnx(model_or_path: ModelOrPath, path: str | os.PathLike, *,
     if len(proto.graph.input) > 1:
         _inline_constants(proto, _captured_constants(model, spec))
     _tidy(proto, model, size)
+    _canonical_names(proto)
     onnx.checker.check_model(proto)
     _save_atomically(proto, path)
     return path
