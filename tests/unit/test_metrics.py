@@ -124,3 +124,34 @@ def test_bootstrap_intervals_bracket_the_figure_and_shrink_with_more_images():
     small, large = intervals(200), intervals(3000)
     assert 0.05 < small < 0.2  # about +/- 2.8 points at 200 images and 80 %
     assert large < 0.5 * small
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bootstrap_macro_f1_is_scikit_learns_to_the_bit(seed):
+    """The bootstrap's own macro F1 equals scikit-learn's f1_score (macro over the classes
+    present in the truth, zero_division=0), including classes only ever predicted and
+    classes never predicted, and so do the intervals built on it."""
+    from sklearn.metrics import f1_score
+
+    from handwriting.evaluation.metrics import _macro_f1, bootstrap_intervals
+
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 40, 300)  # classes 40-51 absent from the truth ...
+    predicted = np.where(rng.random(300) < 0.6, y_true, rng.integers(0, 52, 300))  # ... not here
+    predicted[predicted == 7] = 8  # class 7 in the truth, never predicted
+    for n in (1, 5, 300):
+        truth, guess = y_true[:n], predicted[:n]
+        assert _macro_f1(truth, guess) == f1_score(truth, guess, average="macro",
+                                                   labels=np.unique(truth), zero_division=0)
+    reference_rng = np.random.default_rng(11)
+    accuracy, f1 = [], []
+    for _ in range(50):
+        pick = reference_rng.integers(0, 300, 300)
+        accuracy.append(np.mean(y_true[pick] == predicted[pick]))
+        f1.append(f1_score(y_true[pick], predicted[pick], average="macro",
+                           labels=np.unique(y_true[pick]), zero_division=0))
+    ci = bootstrap_intervals(y_true, one_hot(predicted), seed=11, samples=50)
+    assert ci == {"accuracy_ci95_low": round(float(np.percentile(accuracy, 2.5)), 6),
+                  "accuracy_ci95_high": round(float(np.percentile(accuracy, 97.5)), 6),
+                  "f1_macro_ci95_low": round(float(np.percentile(f1, 2.5)), 6),
+                  "f1_macro_ci95_high": round(float(np.percentile(f1, 97.5)), 6)}

@@ -83,23 +83,31 @@ def bootstrap_intervals(y_true: np.ndarray, probabilities: np.ndarray, *, seed: 
     the test images with replacement, seeded): ``accuracy_ci95_low``/``_high`` and
     ``f1_macro_ci95_low``/``_high``. They show how far a figure could move with another test
     set of the same size, so differences inside them are not differences."""
-    from sklearn.metrics import f1_score
-
     y_true = np.asarray(y_true)
     predicted = np.asarray(probabilities).argmax(axis=1)
     rng = np.random.default_rng(seed)
-    accuracy, f1 = [], []
-    for _ in range(samples):
-        pick = rng.integers(0, len(y_true), len(y_true))
-        truth, guess = y_true[pick], predicted[pick]
-        accuracy.append(float(np.mean(truth == guess)))
-        f1.append(f1_score(truth, guess, average="macro", labels=np.unique(truth),
-                           zero_division=0))
+    picks = np.stack([rng.integers(0, len(y_true), len(y_true)) for _ in range(samples)])
+    truth, guess = y_true[picks], predicted[picks]
+    accuracy = np.mean(truth == guess, axis=1)
+    f1 = [_macro_f1(t, g) for t, g in zip(truth, guess)]
     low, high = 2.5, 97.5
     return {"accuracy_ci95_low": round(float(np.percentile(accuracy, low)), 6),
             "accuracy_ci95_high": round(float(np.percentile(accuracy, high)), 6),
             "f1_macro_ci95_low": round(float(np.percentile(f1, low)), 6),
             "f1_macro_ci95_high": round(float(np.percentile(f1, high)), 6)}
+
+
+def _macro_f1(truth: np.ndarray, guess: np.ndarray) -> float:
+    """Macro F1 over the classes present in ``truth``: what scikit-learn's ``f1_score(truth,
+    guess, average="macro", labels=np.unique(truth), zero_division=0)`` returns, to the bit
+    (per class 2 TP / (support + predicted), averaged), in a fraction of its time; the
+    bootstrap calls it a thousand times per model."""
+    classes = max(int(truth.max()), int(guess.max())) + 1
+    support = np.bincount(truth, minlength=classes)
+    hits = np.bincount(truth[truth == guess], minlength=classes)
+    called = np.bincount(guess, minlength=classes)
+    present = support > 0
+    return float(np.mean(2.0 * hits[present] / (support[present] + called[present])))
 
 
 def per_class_report(y_true: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
