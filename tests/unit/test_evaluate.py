@@ -212,3 +212,29 @@ def test_the_evaluate_settings_are_typed_and_name_a_bad_key(tmp_path):
                        "--report", str(out / "r.md"), "--per-class", str(out / "pc"),
                        "--confused", str(out / "cp.csv"), "--plots", str(out / "plots"),
                        "--champion", str(out / "ch.json")])
+
+
+def test_vgg_models_share_their_base_features_and_keep_their_probabilities():
+    """Scores.predict runs a frozen VGG-16 base once per image set for every model that has
+    that base, and gives each model the probabilities the whole model gives, bit for bit; a
+    model with another base gets its own features."""
+    import keras
+
+    from handwriting.evaluation.comparison import Scores, predict_all
+    from handwriting.models.zoo import _find_vgg_base, build
+
+    keras.utils.set_random_seed(5)
+    vgg16 = build("vgg16", (32, 32, 1), labels.NUM_CLASSES, weights=None)
+    vgg16_gru = build("vgg16_gru", (32, 32, 1), labels.NUM_CLASSES, weights=None, units=8)
+    _find_vgg_base(vgg16_gru).set_weights(_find_vgg_base(vgg16).get_weights())
+    other = build("vgg16", (32, 32, 1), labels.NUM_CLASSES, weights=None)  # its own base
+    images = np.random.default_rng(0).integers(0, 256, (300, 32, 32), dtype=np.uint8)
+    scores = Scores()
+    for key, model in (("vgg16-tuned", vgg16), ("vgg16_gru-tuned", vgg16_gru),
+                       ("vgg16-untuned", other)):
+        scores.add(key, model)
+        shared = scores.predict(key, images)
+        assert np.array_equal(shared, predict_all(scores.predictors[key], images)), key
+    assert len(scores.features) == 2  # one set of features per base, not per model
+    assert not np.array_equal(scores.predict("vgg16-tuned", images),
+                              scores.predict("vgg16-untuned", images))

@@ -24,7 +24,6 @@ from handwriting.datasets import save_arrays  # noqa: E402
 from handwriting.evaluation import champion  # noqa: E402
 from handwriting.evaluation.champion import Candidate  # noqa: E402
 from handwriting.imaging import to_uint8  # noqa: E402
-from handwriting.keras_inference import compiled_predictor  # noqa: E402
 from handwriting.params import load_params  # noqa: E402
 from handwriting.serving.predictor import UNSURE_MESSAGE, Predictor  # noqa: E402
 from handwriting.serving.pyfunc import ALIAS, register_champion  # noqa: E402
@@ -117,10 +116,10 @@ def project(tmp_path_factory):
         (root / "metrics" / "train" / f"{arch}-tuned.json").write_text(
             json.dumps({"val_accuracy": 0.9 if arch == "lenet5" else 0.1}))
     params = load_params(root / "params.yaml")
-    keyed = {f"{arch}-tuned": model for arch, model in models.items()}
-    decision = comparison.choose_champion(
-        params, root / "split", keyed,
-        {key: compiled_predictor(model) for key, model in keyed.items()}, [0.9, 0.1], "soft")
+    scores = comparison.Scores()
+    for arch, model in models.items():
+        scores.add(f"{arch}-tuned", model)
+    decision = comparison.choose_champion(params, root / "split", scores, [0.9, 0.1], "soft")
     (root / "metrics" / "champion.json").write_text(json.dumps(decision))
     return root
 

@@ -25,6 +25,7 @@ from handwriting.evaluation.metrics import (
 )
 from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.keras_inference import compiled_predictor
+from handwriting.models.fitting import features_key, frozen_feature_split
 from handwriting.models.reference import SEED_ARCHITECTURES, VARIANTS, ModelRef, tuned_names
 from handwriting.params import Params
 
@@ -49,6 +50,25 @@ def predict_all(predict_fn, images: np.ndarray, batch_size: int = 256) -> np.nda
     outputs = [predict_fn(images[i:i + batch_size].astype(np.float32)[..., None] / 255.0)
                for i in range(0, len(images), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, labels.NUM_CLASSES))
+
+
+def compiled_head(head, batch_size: int = 256):
+    """A model's head (after its frozen base) as one traced function: features -> (N, 52)
+    probabilities as NumPy, in batches of ``batch_size`` as :func:`predict_all` runs the
+    whole model."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *head.inputs[0].shape[1:]),
+                                                tf.float32)])
+    def step(features):
+        return head(features, training=False)
+
+    def predict(features: np.ndarray) -> np.ndarray:
+        outputs = [step(tf.constant(features[i:i + batch_size])).numpy()
+                   for i in range(0, len(features), batch_size)]
+        return np.concatenate(outputs) if outputs else np.zeros((0, labels.NUM_CLASSES))
+
+    return predict
 
 
 def roc_curve_points(y_true: np.ndarray, probabilities: np.ndarray) -> list[tuple[float, float]]:
@@ -107,19 +127,18 @@ def unsure_section(unsure: dict[str, Any]) -> str:
             "threshold |\n|---|---|---|---|\n" + rows)
 
 
-def choose_champion(params: Params, split_dir: Path, models: dict[str, Any],
-                    predictors: dict[str, Any], weights: list[float] | None, kind: str
-                    ) -> dict[str, Any]:
-    """Score the champion candidates (the tuned models and, with a ``kind == "soft"`` vote, their
-    ensemble)
-    on the validation split, choose by :func:`handwriting.evaluation.champion.choose` and set
-    its "not sure" threshold; returns what metrics/champion.json holds."""
+def choose_champion(params: Params, split_dir: Path, scores: Scores, weights: list[float] | None,
+                    kind: str) -> dict[str, Any]:
+    """Score the champion candidates (the tuned models in ``scores`` and, with a ``kind ==
+    "soft"`` vote, their ensemble) on the validation split, choose by
+    :func:`handwriting.evaluation.champion.choose` and set its "not sure" threshold; returns
+    what metrics/champion.json holds."""
     from handwriting.models.cost import mega_multiply_adds
 
     val = load_arrays(split_dir / "val", "images", "labels")
     tuned = tuned_names(params.train["architectures"])
-    probabilities = {key: predict_all(predictors[key], val["images"]) for key in tuned}
-    mflops = {key: mega_multiply_adds(models[key]) for key in tuned}
+    probabilities = {key: scores.predict(key, val["images"]) for key in tuned}
+    mflops = {key: mega_multiply_adds(scores.models[key]) for key in tuned}
     if kind == "soft":
         probabilities[champion_policy.ENSEMBLE] = ensembles.soft_vote(
             [probabilities[key] for key in tuned], weights)
@@ -149,6 +168,32 @@ class Scores:
     predictors: dict[str, Any] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     pretrained: dict[str, bool] = field(default_factory=dict)  # per architecture
+    # The models with a frozen VGG-16 base: (base, its compiled fast path, the head's)
+    heads: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # by base and images
+
+    def add(self, key: str, model) -> None:
+        """Take model ``key`` (``<arch>-<variant>``) for scoring: its compiled fast path, and
+        those of its frozen base and head if it has them."""
+        self.models[key] = model
+        self.predictors[key] = compiled_predictor(model)
+        split = frozen_feature_split(model)
+        if split is not None:
+            base, head = split
+            self.heads[key] = (base, compiled_predictor(base), compiled_head(head))
+
+    def predict(self, key: str, images: np.ndarray) -> np.ndarray:
+        """Probabilities of uint8 images [N, S, S] from model ``key``, batched. The VGG models
+        share one frozen base (the same layers and weights): its features of an image set
+        are computed once and only each model's head runs on them. The probabilities are
+        the whole model's, bit for bit, for a quarter of the VGG work."""
+        if key not in self.heads:
+            return predict_all(self.predictors[key], images)
+        base, base_fn, head_fn = self.heads[key]
+        digest = features_key(base, images)
+        if digest not in self.features:
+            self.features[digest] = predict_all(base_fn, images)
+        return head_fn(self.features[digest])
 
     def figures(self, key: str) -> dict[str, Any]:
         """The figures of model ``key`` (``<arch>-<variant>`` or the ensemble)."""
@@ -182,14 +227,14 @@ def score_models(params: Params, models_dir: Path, images: np.ndarray, y_true: n
             if not path.is_file():
                 raise FileNotFoundError(f"{path} is missing; run `dvc repro` to train it")
             model = keras.models.load_model(path)
-            scores.models[key] = model
-            scores.predictors[key] = predictor = compiled_predictor(model)
-            scores.probabilities[key] = probabilities = predict_all(predictor, images)
+            scores.add(key, model)
+            scores.probabilities[key] = probabilities = scores.predict(key, images)
             figures = classification_metrics(y_true, probabilities)
             figures.update(bootstrap_intervals(y_true, probabilities, seed=params.base.seed))
             figures.update(params=int(model.count_params()),
                            size_mb=round(path.stat().st_size / 2**20, 3),
-                           latency_ms=median_latency_ms([predictor], inputs01[0], calls),
+                           latency_ms=median_latency_ms([scores.predictors[key]], inputs01[0],
+                                                        calls),
                            pretrained=int(is_pretrained(model)))
             scores.pretrained[arch] = bool(figures["pretrained"]) or "vgg" not in arch
             scores.results[arch][variant] = figures
@@ -309,7 +354,7 @@ def score_crossdata(params: Params, scores: Scores, settings: EvaluateSettings,
         x, y, skipped = read_class_folder(root, params.preprocessing)
         print(f"evaluate: cross-dataset {name}: {len(x)} images ({len(skipped)} skipped)",
               flush=True)
-        member_probs = {key: predict_all(scores.predictors[key], x)
+        member_probs = {key: scores.predict(key, x)
                         for key in model_names(params.train["architectures"])}
         member_probs[champion_policy.ENSEMBLE] = ensembles.vote(
             kind, [member_probs[key] for key in tuned], weights)

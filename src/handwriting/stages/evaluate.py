@@ -55,8 +55,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     kind = settings.ensemble
     weights = ensembles.ensemble_weights(settings.ensemble_weighting, archs, train_metrics_dir)
     comparison.score_ensemble(params, scores, images, y_true, calls, kind, weights)
-    decision = comparison.choose_champion(params, split_dir, scores.models, scores.predictors,
-                                          weights, kind)
+    decision = comparison.choose_champion(params, split_dir, scores, weights, kind)
     champion = decision["champion"]
     decision["unsure"]["test"] = champion_policy.unsure_effect(
         y_true, scores.probabilities[champion], decision["unsure"]["threshold"])
