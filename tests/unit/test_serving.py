@@ -484,3 +484,13 @@ def test_export_inlines_constants_the_model_captures(tmp_path):
     assert [value.name for value in session.get_inputs()] == [INPUT_NAME]
     images, _ = bars(8, seed=3)
     assert agreement(model, path, images)["max_abs_diff"] < 1e-5
+
+
+def test_agreement_with_refuses_probabilities_for_other_images(trained, trained_onnx):
+    from handwriting.serving.onnx_export import agreement_with
+
+    images, _ = bars(10, seed=5)
+    expected = keras.ops.convert_to_numpy(trained[0](images[..., None], training=False))
+    assert agreement_with(expected, trained_onnx, images)["top1_agreement"] == 1.0
+    with pytest.raises(ValueError, match="9 expected probabilities for 10 images"):
+        agreement_with(expected[:9], trained_onnx, images)

@@ -72,14 +72,16 @@ def export_and_check(model, name: str, onnx_dir: Path, test_inputs: np.ndarray,
                      int8: bool = True) -> dict[str, Any]:
     """Export ``model`` to ``onnx_dir/<name>.onnx`` (and ``.int8.onnx``), check each export
     against the Keras model on ``test_inputs`` and time it end to end on ``files``."""
-    from handwriting.serving.onnx_export import agreement, export_onnx, quantize_int8
+    from handwriting.keras_inference import keras_probabilities
+    from handwriting.serving.onnx_export import agreement_with, export_onnx, quantize_int8
     from handwriting.serving.predictor import Predictor
 
     onnx_path = export_onnx(model, onnx_dir / f"{name}.onnx")
-    entry: dict[str, Any] = {"onnx": rounded(agreement(model, onnx_path, test_inputs))}
+    expected = keras_probabilities(model, test_inputs)
+    entry: dict[str, Any] = {"onnx": rounded(agreement_with(expected, onnx_path, test_inputs))}
     if int8:
         int8_path = quantize_int8(onnx_path, onnx_dir / f"{name}.int8.onnx")
-        entry["int8"] = rounded(agreement(model, int8_path, test_inputs))
+        entry["int8"] = rounded(agreement_with(expected, int8_path, test_inputs))
     entry["onnx_mb"] = size_mb(onnx_path)
     if int8:
         entry["int8_mb"] = size_mb(int8_path)
@@ -97,19 +99,20 @@ def served_figures(serving_dir: Path, model, test_inputs: np.ndarray,
     """The serving folder's ONNX and int8 variants against ``model`` (its Keras model):
     agreement, test accuracy, size, end-to-end latency (one thread) and batched throughput
     (all cores)."""
+    from handwriting.keras_inference import keras_probabilities
+    from handwriting.serving.onnx_export import agreement_with
     from handwriting.serving.predictor import INT8_FILE, ONNX_FILE, Predictor
 
     figures: dict[str, Any] = {}
     threads = max(1, os.cpu_count() or 1)
+    expected = keras_probabilities(model, test_inputs)
     for variant, file_name in (("onnx", ONNX_FILE), ("int8", INT8_FILE)):
-        from handwriting.serving.onnx_export import agreement
-
         single = Predictor.from_directory(serving_dir, variant=variant)
         batched = Predictor.from_directory(serving_dir, variant=variant,
                                            intra_op_threads=threads)
         predicted = batched.probabilities(test_inputs).argmax(axis=1)
         figures[variant] = {
-            **rounded(agreement(model, serving_dir / file_name, test_inputs)),
+            **rounded(agreement_with(expected, serving_dir / file_name, test_inputs)),
             "test_accuracy": round(float(np.mean(predicted == test_labels)), 6),
             "size_mb": size_mb(serving_dir / file_name),
             "latency_end_to_end": end_to_end_latency_ms(single, files),

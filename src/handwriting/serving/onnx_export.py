@@ -441,10 +441,19 @@ def agreement(keras_model: ModelOrPath, onnx_path: str | os.PathLike, images: np
     Returns ``{"images": N, "top1_agreement": share of images whose argmax matches,
     "max_abs_diff": largest absolute probability difference, "mean_abs_diff": mean one}``.
     """
-    model = load_keras_model(keras_model)
     batch = as_model_input(images)
+    expected = keras_probabilities(load_keras_model(keras_model), batch, batch_size)
+    return agreement_with(expected, onnx_path, batch, batch_size=batch_size)
+
+
+def agreement_with(expected: np.ndarray, onnx_path: str | os.PathLike, images: np.ndarray, *,
+                   batch_size: int = BATCH_SIZE) -> dict[str, float]:
+    """:func:`agreement` against probabilities the Keras model already gave for ``images``
+    (so that one model's float and int8 exports are checked with one Keras pass)."""
+    batch = as_model_input(images)
+    if len(expected) != len(batch):
+        raise ValueError(f"{len(expected)} expected probabilities for {len(batch)} images")
     session = open_session(onnx_path, intra_op_threads=max(1, os.cpu_count() or 1))
-    expected = keras_probabilities(model, batch, batch_size)
     actual = _run_session(session, batch, batch_size)
     if len(batch) == 0:
         return {"images": 0, "top1_agreement": float("nan"), "max_abs_diff": float("nan"),
