@@ -25,7 +25,8 @@ from handwriting.evaluation.metrics import (
 )
 from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.keras_inference import compiled_predictor
-from handwriting.models.fitting import features_key, frozen_feature_split
+from handwriting.models.fitting import _features_key as features_key  # the feature cache's key
+from handwriting.models.fitting import frozen_feature_split
 from handwriting.models.reference import SEED_ARCHITECTURES, VARIANTS, ModelRef, tuned_names
 from handwriting.params import Params
 

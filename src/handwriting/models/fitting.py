@@ -269,7 +269,7 @@ def _leaf_layers(model) -> Iterator:
             yield layer
 
 
-def features_key(features_model, images: np.ndarray) -> str:
+def _features_key(features_model, images: np.ndarray) -> str:
     """A digest of everything the features depend on: the libraries, the dtype policy, the
     extractor's layers (class and configuration, not their names: ``vgg16`` and ``vgg16_gru``
     share one base, and Keras numbers unnamed layers per process) and weights, and the
@@ -309,7 +309,7 @@ class FeatureCache:
 
     def get(self, features_model, images: np.ndarray, seed: int) -> np.ndarray:
         """The base's features of ``images``: from memory, from the folder, or computed."""
-        key = features_key(features_model, images)
+        key = _features_key(features_model, images)
         if key not in self.features:
             shape = (len(images), *features_model.output.shape[1:])
             found = self._read(key, shape)
