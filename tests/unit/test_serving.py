@@ -136,20 +136,84 @@ def test_onnx_export_agrees_with_keras(arch, tmp_path):
     assert agreement(other, path, images)["max_abs_diff"] > 1e-4
 
 
-def test_onnx_exports_of_one_model_are_byte_identical(tmp_path):
-    """tf2onnx numbers the names it makes with counters that run on through a process (and
-    lists a GRU's loop outputs in an order that follows them): two exports of the same file,
-    with another model exported in between, must still be the same bytes."""
+def test_onnx_exports_of_one_model_are_byte_identical(tmp_path, monkeypatch):
+    """tf2onnx numbers the names it makes with a counter that runs on through a process, and
+    orders nodes, constants and a GRU loop's outputs by those names (``Max__100`` sorts before
+    ``Max__99``): exports of the same file must be the same bytes wherever the counter
+    stands, here as after other exports."""
+    tf2onnx_utils = pytest.importorskip("tf2onnx.utils")
     keras.utils.set_random_seed(2)
-    gru = build("gru", (SIZE, SIZE, 1), labels.NUM_CLASSES, units=16)
-    gru.save(tmp_path / "gru.keras")
-    first = export_onnx(tmp_path / "gru.keras", tmp_path / "first.onnx").read_bytes()
-    export_onnx(build("lenet5", (SIZE, SIZE, 1), labels.NUM_CLASSES), tmp_path / "other.onnx")
-    second = export_onnx(tmp_path / "gru.keras", tmp_path / "second.onnx").read_bytes()
+    model = build("lenet5_gru", (SIZE, SIZE, 1), labels.NUM_CLASSES, units=8)
+    model.save(tmp_path / "lenet5_gru.keras")
+    first = export_onnx(tmp_path / "lenet5_gru.keras", tmp_path / "first.onnx").read_bytes()
+    monkeypatch.setattr(tf2onnx_utils, "INTERNAL_NAME", 9_990)
+    second = export_onnx(tmp_path / "lenet5_gru.keras", tmp_path / "second.onnx").read_bytes()
     assert first == second
     assert b"__inference" not in second and b"unk__" not in second
     images = np.random.default_rng(4).random((8, SIZE, SIZE), dtype=np.float32)
-    assert agreement(gru, tmp_path / "second.onnx", images)["max_abs_diff"] < 1e-4
+    assert agreement(model, tmp_path / "second.onnx", images)["max_abs_diff"] < 1e-4
+
+
+def _scrambled(proto, rng: np.random.Generator):
+    """A copy of an ONNX model that computes the same with other value and node names, its
+    constants in reverse, its nodes in another valid order (random among the ready ones)."""
+    import onnx
+
+    from handwriting.serving.onnx_export import _all_graphs, _free_names, _subgraphs
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    names: dict[str, str] = {INPUT_NAME: INPUT_NAME, OUTPUT_NAME: OUTPUT_NAME, "": ""}
+
+    def new(name: str) -> str:
+        return names.setdefault(name, f"v{rng.integers(10**9)}_{len(names)}")
+
+    for graph in _all_graphs(copy.graph):
+        for value in list(graph.input) + list(graph.output) + list(graph.initializer) \
+                + list(graph.value_info):
+            value.name = new(value.name)
+        for node in graph.node:
+            node.input[:] = [new(name) for name in node.input]
+            node.output[:] = [new(name) for name in node.output]
+            node.name = f"n{rng.integers(10**9)}"
+        constants = list(graph.initializer)[::-1]
+        del graph.initializer[:]
+        graph.initializer.extend(constants)
+    for graph in _all_graphs(copy.graph):
+        known = {value.name for value in list(graph.input) + list(graph.initializer)}
+        outer = _free_names(graph)  # a loop body's values from around it
+        pending, order = list(graph.node), []
+        while pending:
+            ready = [n for n in pending if (set(n.input) | set().union(
+                *map(_free_names, _subgraphs(n)))) - {""} <= known | outer]
+            chosen = ready[int(rng.integers(len(ready)))]
+            pending.remove(chosen)
+            order.append(chosen)
+            known.update(chosen.output)
+        nodes = [type(n)() for n in order]
+        for target, node in zip(nodes, order):
+            target.CopyFrom(node)
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return copy
+
+
+def test_canonical_names_depend_only_on_what_the_graph_computes(tmp_path):
+    """The names and the order tf2onnx gives a graph vary between exports; after the
+    canonical renaming a scrambled copy (other names, other constant and node order) is
+    the same bytes as the export itself."""
+    import onnx
+
+    from handwriting.serving.onnx_export import _canonical_names
+
+    keras.utils.set_random_seed(3)
+    model = build("lenet5_gru", (SIZE, SIZE, 1), labels.NUM_CLASSES, units=8)
+    exported = onnx.load(str(export_onnx(model, tmp_path / "model.onnx")))
+    for seed in range(3):
+        scrambled = _scrambled(exported, np.random.default_rng(seed))
+        assert scrambled.SerializeToString() != exported.SerializeToString()
+        _canonical_names(scrambled)
+        assert scrambled.SerializeToString() == exported.SerializeToString()
 
 
 def test_export_refuses_a_missing_keras_file(tmp_path):

@@ -17,12 +17,14 @@ TensorFlow, Keras, ONNX and ONNX Runtime are imported inside the functions.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -148,6 +150,7 @@ def _canonical_names(proto) -> None:
         del graph.initializer[:]
         graph.initializer.extend(used)
         kept = [value for value in graph.value_info if value.name in mapping]
+        kept.sort(key=lambda value: int(mapping[value.name][1:]))
         del graph.value_info[:]
         graph.value_info.extend(kept)
         for value in list(graph.input) + list(graph.output) + list(graph.value_info) \
@@ -171,10 +174,87 @@ def _canonical_names(proto) -> None:
     if any(graph.sparse_initializer for graph in _all_graphs(proto.graph)):
         raise ValueError("the exported graph has sparse constants, which this export does "
                          "not expect")
-    for graph in _all_graphs(proto.graph):
-        _order_aliased_outputs(graph)
+    _canonical_order(proto.graph, {})
     collect(proto.graph)
     rename(proto.graph)
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
+
+
+def _free_names(graph) -> set[str]:
+    """The values a graph (a loop body) uses from the graphs around it."""
+    defined = {value.name for value in list(graph.input) + list(graph.initializer)}
+    used: set[str] = set()
+    for node in graph.node:
+        used.update(node.input)
+        for subgraph in _subgraphs(node):
+            used |= _free_names(subgraph)
+        defined.update(node.output)
+    return used - defined - {""}
+
+
+def _canonical_order(graph, known: dict[str, str]) -> list[str]:
+    """Put a graph's nodes (and its subgraphs') in an order that depends only on what they
+    compute; returns the digests of the graph's outputs.
+
+    tf2onnx lists the nodes in a topological order that follows its counter-numbered names,
+    so one model's export listed them differently from one run to the next. Each value gets a
+    digest of what computes it (a constant: its contents; a node's output: the node's type,
+    attributes and input digests, and its position), and the nodes are sorted topologically,
+    the one with the smallest digest first among those ready; then the outputs that are
+    copies of one value are listed in that order (:func:`_order_aliased_outputs`). ``known``
+    maps the values of the graphs around this one to their digests.
+    """
+    known = dict(known)
+    for index, value in enumerate(graph.input):
+        known[value.name] = _digest("input", index)
+    for value in graph.initializer:
+        contents = type(value)()
+        contents.CopyFrom(value)
+        contents.ClearField("name")
+        known[value.name] = hashlib.blake2b(contents.SerializeToString(),
+                                            digest_size=16).hexdigest()
+    needs = [(set(node.input) | set().union(*map(_free_names, _subgraphs(node)))) - {""}
+             for node in graph.node]
+    pending, ordered = list(range(len(graph.node))), []
+    signatures: dict[int, str] = {}  # of the nodes whose inputs are known
+    while pending:
+        ready = [index for index in pending if needs[index] <= known.keys()]
+        if not ready:
+            raise ValueError(f"graph {graph.name!r} is not a directed acyclic graph of its "
+                             "values; cannot order it")
+        for index in ready:
+            if index not in signatures:
+                signatures[index] = _node_digest(graph.node[index], known)
+        chosen = min(ready, key=lambda index: (signatures[index], index))
+        node = graph.node[chosen]
+        for position, name in enumerate(node.output):
+            known[name] = _digest(signatures[chosen], position)
+        pending.remove(chosen)
+        ordered.append(node)
+    copies = [type(node)() for node in ordered]
+    for copy, node in zip(copies, ordered):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+    _order_aliased_outputs(graph)
+    return [known.get(value.name, value.name) for value in graph.output]
+
+
+def _node_digest(node, known: dict[str, str]) -> str:
+    """A digest of what a node computes: its type, attributes (subgraphs by what they
+    compute) and the digests of its inputs."""
+    attributes = []
+    for attribute in node.attribute:
+        if attribute.HasField("g") or len(attribute.graphs):
+            outputs = [_canonical_order(subgraph, known) for subgraph in _subgraphs(node)]
+            attributes.append((attribute.name, outputs))
+        else:
+            attributes.append((attribute.name, attribute.SerializeToString()))
+    return _digest(node.op_type, node.domain, sorted(attributes),
+                   [known.get(name, "") for name in node.input])
 
 
 def _order_aliased_outputs(graph) -> None:
