@@ -106,17 +106,18 @@ def _subgraphs(node) -> Iterator:
 
 
 def _canonical_names(proto) -> None:
-    """Give every node and value a name from its place in the graph, not from tf2onnx.
+    """Make an export's bytes depend only on what its graph computes, not on tf2onnx's names.
 
-    tf2onnx names the nodes and constants it creates from process-wide counters
-    (``Transpose__44``) and orders the constants by those names, so two exports of the same
-    model differed in their bytes. Here every value other than ``image`` and
-    ``probabilities`` becomes ``t<n>`` in the order the nodes first use it (subgraphs
-    included: they refer to values of the graph around them by name), the n-th node becomes
-    ``<op type>_<n>``, constants are stored in that order, and constants no node uses are
-    dropped. Unnamed dimensions (``unk__579``) become ``d<n>``, and documentation strings
-    that name the traced TensorFlow function (``__inference___call___1906``) are emptied:
-    both are numbered the same way.
+    tf2onnx names the nodes, constants and unnamed dimensions it creates from counters that
+    run on through a process (``Transpose__44``, ``unk__579``) and orders nodes and constants
+    by such names, so two exports of the same model differed in their bytes. Here the nodes
+    are first put in an order fixed by what they compute (:func:`_canonical_order`); then
+    every value other than ``image`` and ``probabilities`` becomes ``t<n>`` in the order the
+    nodes first use it (subgraphs included: they refer to values of the graph around them by
+    name), the n-th node becomes ``<op type>_<n>``, constants are stored in that order, and
+    constants no node uses are dropped. Unnamed dimensions become ``d<n>``, and documentation
+    strings that name the traced TensorFlow function (``__inference___call___1906``) are
+    emptied.
     """
     mapping: dict[str, str] = {INPUT_NAME: INPUT_NAME, OUTPUT_NAME: OUTPUT_NAME, "": ""}
 
