@@ -46,17 +46,22 @@ def median_latency_ms(predict_fns: list, image: np.ndarray, calls: int) -> float
     return round(timing.latency(through_all, range(calls)).p50_ms, 4)
 
 
-def predict_all(predict_fn, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Probabilities of uint8 images [N, S, S], batched."""
-    outputs = [predict_fn(images[i:i + batch_size].astype(np.float32)[..., None] / 255.0)
-               for i in range(0, len(images), batch_size)]
+def in_batches(fn, array: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """``fn`` applied to ``array`` in batches of ``batch_size``, the results concatenated
+    ((0, 52) for an empty array)."""
+    outputs = [fn(array[i:i + batch_size]) for i in range(0, len(array), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, labels.NUM_CLASSES))
 
 
-def compiled_head(head, batch_size: int = 256):
-    """A model's head (after its frozen base) as one traced function: features -> (N, 52)
-    probabilities as NumPy, in batches of ``batch_size`` as :func:`predict_all` runs the
-    whole model."""
+def predict_all(predict_fn, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Probabilities of uint8 images [N, S, S], batched."""
+    return in_batches(lambda batch: predict_fn(batch.astype(np.float32)[..., None] / 255.0),
+                      images, batch_size)
+
+
+def compiled_head(head):
+    """A model's head (after its frozen base) as one traced function: a batch of features ->
+    its probabilities as NumPy."""
     import tensorflow as tf
 
     @tf.function(input_signature=[tf.TensorSpec((None, *head.inputs[0].shape[1:]),
@@ -64,12 +69,7 @@ def compiled_head(head, batch_size: int = 256):
     def step(features):
         return head(features, training=False)
 
-    def predict(features: np.ndarray) -> np.ndarray:
-        outputs = [step(tf.constant(features[i:i + batch_size])).numpy()
-                   for i in range(0, len(features), batch_size)]
-        return np.concatenate(outputs) if outputs else np.zeros((0, labels.NUM_CLASSES))
-
-    return predict
+    return lambda features: step(tf.constant(features)).numpy()
 
 
 def roc_curve_points(y_true: np.ndarray, probabilities: np.ndarray) -> list[tuple[float, float]]:
@@ -194,7 +194,7 @@ class Scores:
         digest = features_key(base, images)
         if digest not in self.features:
             self.features[digest] = predict_all(base_fn, images)
-        return head_fn(self.features[digest])
+        return in_batches(head_fn, self.features[digest])  # the batches predict_all uses
 
     def figures(self, key: str) -> dict[str, Any]:
         """The figures of model ``key`` (``<arch>-<variant>`` or the ensemble)."""
