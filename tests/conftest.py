@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# Keras runs on TensorFlow in the test process, whichever test imports it first (evaluation,
+# serving and the ONNX export run on it; Keras fixes its backend at its first import). Tests of
+# the other training engines train in processes of their own.
+os.environ["KERAS_BACKEND"] = "tensorflow"
 EMNIST = REPO.parent / "shared" / "data" / "emnist-letters"
 
 
@@ -17,8 +23,17 @@ def fit_settings(**changes):
 
     plain = dict(epochs=2, batch_size=32, learning_rate=1e-3, optimizer="adam",
                  label_smoothing=0.0, lr_schedule="constant", warmup_epochs=0,
-                 augment_on_the_fly=0.0, fine_tune_blocks=0, fine_tune_epochs=0)
+                 augment_on_the_fly=0.0, fine_tune_blocks=0, fine_tune_epochs=0,
+                 engine="tensorflow")
     return FitSettings(**{**plain, **changes})
+
+
+def repo_params() -> dict:
+    """The repository's params.yaml as a dict, training on the ``tensorflow`` engine, the test
+    process's (above)."""
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values["train"]["defaults"]["engine"] = "tensorflow"
+    return values
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from handwriting import labels
 from handwriting.app.catalog import ModelChoice, champion_report, ensemble_choice
@@ -20,7 +19,7 @@ from handwriting.app.reports import (
     read_confusion,
     read_history,
 )
-from tests.conftest import REPO
+from tests.conftest import repo_params
 
 
 def test_the_confusion_matrix_counts_every_row(tmp_path):
@@ -74,7 +73,7 @@ def test_the_app_s_ensemble_is_the_evaluated_one_or_none(tmp_path):
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "a-tuned.json").write_text(json.dumps({"val_accuracy": 0.8}))
     (tmp_path / "train" / "b-tuned.json").write_text(json.dumps({"val_accuracy": 0.4}))
-    section = {**yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"],
+    section = {**repo_params()["evaluate"],
                "ensemble": "soft", "ensemble_weighting": "val_accuracy"}
     soft = ensemble_choice(tuned("a-tuned", "b-tuned"), tmp_path, section)
     assert (soft.weights, soft.vote) == ((0.8, 0.4), "soft")
@@ -95,7 +94,7 @@ def test_the_app_s_ensemble_is_the_evaluated_one_or_none(tmp_path):
 
 
 def test_the_ensemble_is_described_as_params_yaml_defines_it():
-    section = yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"]
+    section = repo_params()["evaluate"]
     soft = ensemble_description({**section, "ensemble": "soft",
                                  "ensemble_weighting": "val_accuracy"})
     assert soft.startswith("Soft vote") and "weighted by their validation accuracy" in soft

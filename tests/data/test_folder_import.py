@@ -15,7 +15,7 @@ import yaml
 from handwriting import labels
 from handwriting.imaging import PreprocessSettings, preprocess
 from handwriting.stages import raw
-from tests.conftest import REPO
+from tests.conftest import repo_params
 
 SETTINGS = PreprocessSettings(image_size=32)
 
@@ -68,7 +68,7 @@ def test_bad_files_are_listed_and_skipped_never_fatal(emnist_dir, tmp_path):
 
 
 def params_for_folder(tmp_path: Path, folder: Path) -> Path:
-    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values = repo_params()
     values["raw"]["source"] = "folder"
     values["raw"]["folder"] = str(folder)
     path = tmp_path / "params.yaml"

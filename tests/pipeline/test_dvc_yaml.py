@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, repo_params
 
 SRC = REPO / "src"
 STAGES = {name: stage.get("do", stage)  # a foreach stage's template is under "do"
@@ -115,7 +115,7 @@ def test_the_import_scan_finds_indirect_imports():
 def test_model_deps_name_every_architecture(name):
     # These stages list models/<arch> one by one (not `models`, which holds export's own
     # output models/serving), so the list must follow train.architectures.
-    archs = yaml.safe_load((REPO / "params.yaml").read_text())["train"]["architectures"]
+    archs = repo_params()["train"]["architectures"]
     model_deps = {dep for dep in STAGES[name]["deps"] if dep.startswith("models/")}
     assert model_deps == {f"models/{arch}" for arch in archs}
 

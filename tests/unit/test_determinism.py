@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, repo_params
 
 # Trains a LeNet-5 and a GRU (the convolution and recurrent kernels whose multi-threaded
 # reductions vary from run to run without op determinism) on seeded random letters through
@@ -74,7 +74,7 @@ def test_the_pipeline_trains_deterministically_by_default_and_checks_the_key(tmp
     from handwriting.params import ParamsError, load_params
 
     assert load_params(REPO / "params.yaml").base.deterministic is True
-    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values = repo_params()
     values["base"]["deterministic"] = "yes"
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(values))

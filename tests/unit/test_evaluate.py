@@ -19,7 +19,7 @@ from handwriting.evaluation.crossdata import read_class_folder
 from handwriting.imaging import PreprocessSettings
 from handwriting.params import load_params
 from handwriting.stages import evaluate
-from tests.conftest import REPO
+from tests.conftest import repo_params
 
 
 def small_copy(emnist_dir, target, per_class=1, invert=False):
@@ -58,7 +58,7 @@ def tiny_project(tmp_path, emnist_dir, monkeypatch):
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}")
     monkeypatch.chdir(tmp_path)
-    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values = repo_params()
     values["train"]["architectures"] = ["lenet5", "gru"]
     values["evaluate"].update(latency_calls=10, explain_samples=4,
                               crossdata=[str(small_copy(emnist_dir, tmp_path / "emnist"))])
@@ -180,7 +180,7 @@ def test_the_evaluate_settings_are_typed_and_name_a_bad_key(tmp_path):
     from handwriting.evaluation.settings import EvaluateSettings
     from handwriting.params import ParamsError
 
-    project = yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"]
+    project = repo_params()["evaluate"]
     assert EvaluateSettings.from_section(project).crossdata == tuple(project["crossdata"])
     section = {**project, "ensemble": "hard", "ensemble_weighting": "none",
                "crossdata": ["a", "b"]}
@@ -201,7 +201,7 @@ def test_the_evaluate_settings_are_typed_and_name_a_bad_key(tmp_path):
     with pytest.raises(ParamsError, match=r"missing key\(s\) evaluate.latency_calls"):
         EvaluateSettings.from_section(without)
     # The stage says it in one line, before loading anything.
-    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values = repo_params()
     values["evaluate"]["ensemble"] = "sofft"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
     out = tmp_path / "out"

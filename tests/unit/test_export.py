@@ -29,7 +29,7 @@ from handwriting.serving.predictor import UNSURE_MESSAGE, Predictor  # noqa: E40
 from handwriting.serving.pyfunc import ALIAS, register_champion  # noqa: E402
 from handwriting.evaluation import comparison  # noqa: E402
 from handwriting.stages import export  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
+from tests.conftest import repo_params  # noqa: E402
 from tests.unit.test_serving import bar, bars, png_bytes  # noqa: E402
 
 NAME = "letters-test"
@@ -96,7 +96,7 @@ def project(tmp_path_factory):
     from handwriting.models.zoo import build
 
     root = tmp_path_factory.mktemp("project")
-    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values = repo_params()
     values["train"]["architectures"] = ["lenet5", "gru"]
     values["export"].update(latency_calls=30, throughput_batch=64, registered_model=NAME)
     (root / "params.yaml").write_text(yaml.safe_dump(values))

@@ -21,7 +21,7 @@ from handwriting.models.fitting import (
 )
 from handwriting.models.training import arch_settings
 from handwriting.params import ParamsError, load_params
-from tests.conftest import REPO, fit_settings
+from tests.conftest import fit_settings, repo_params
 
 RANGES = AugmentSettings()
 
@@ -54,7 +54,7 @@ def test_bad_fit_settings_name_the_key_and_the_valid_values(change, named):
 
 
 def _params_with(tmp_path, edit):
-    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values = repo_params()
     edit(values["train"])
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(values))

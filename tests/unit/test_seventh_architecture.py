@@ -23,7 +23,7 @@ from handwriting.datasets import save_arrays  # noqa: E402
 from handwriting.models import zoo  # noqa: E402
 from handwriting.params import load_params  # noqa: E402
 from handwriting.stages import evaluate, export, train, tune  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
+from tests.conftest import repo_params  # noqa: E402
 
 
 def build_tinycnn(input_shape, num_classes, *, filters: int = 4, dropout: float = 0.1):
@@ -44,7 +44,7 @@ def run_pipeline(tmp_path, sections: dict[str, dict], spaces: dict[str, dict],
     for subset, count in (("train", 104), ("val", 52), ("test", 52)):
         save_arrays(tmp_path / "split" / subset, labels=np.arange(count) % labels.NUM_CLASSES,
                     images=rng.integers(0, 256, size=(count, 32, 32), dtype=np.uint8))
-    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values = repo_params()
     archs = ["lenet5", *sections]
     values["train"] = {"architectures": archs, "defaults": values["train"]["defaults"],
                        "lenet5": {**values["train"]["lenet5"], "epochs": 1}, **sections}

@@ -11,11 +11,10 @@ import yaml
 
 from handwriting import labels, tracking
 from handwriting.datasets import save_arrays
-from handwriting.params import load_params
 from handwriting.models.training import arch_settings
-from handwriting.params import ParamsError
+from handwriting.params import ParamsError, load_params
 from handwriting.stages import train
-from tests.conftest import REPO
+from tests.conftest import repo_params
 
 
 @pytest.fixture()
@@ -30,7 +29,7 @@ def tiny_split(tmp_path):
 
 @pytest.fixture()
 def params_file(tmp_path):
-    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values = repo_params()
     values["train"]["lenet5"]["epochs"] = 1
     values["train"]["lenet5"]["batch_size"] = 16
     values["train"]["gru"]["epochs"] = 2

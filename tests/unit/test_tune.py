@@ -12,13 +12,13 @@ import yaml
 from handwriting.models import search
 from handwriting.params import ParamsError, load_params
 from handwriting.stages import train, tune
-from tests.conftest import REPO
+from tests.conftest import repo_params
 
 SPACE = {"learning_rate": [0.01, 0.001], "dropout": [0.3, 0.4], "batch_size": [16, 32]}
 
 
 def write_params(tmp_path, epochs=3, **tune_changes):
-    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values = repo_params()
     values["train"]["lenet5"]["epochs"] = epochs
     values["tune"].update({"n_trials": 4, "rungs": 2, "reduction": 2, "patience": 1})
     values["tune"]["lenet5"] = SPACE

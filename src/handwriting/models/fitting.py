@@ -12,12 +12,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ import numpy as np
 
 from handwriting import labels
 from handwriting.augmentation import AugmentSettings, augment_image
+from handwriting.models.engine import ENGINES, use_engine
 from handwriting.params import ParamsError
 
 HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
@@ -39,7 +42,9 @@ class FitSettings:
 
     ``lr_schedule`` "cosine" warms the learning rate up linearly from 0 over ``warmup_epochs``,
     then decays it along a cosine to 0 at the last epoch. ``augment_on_the_fly`` is the share of
-    training images replaced, in every epoch, by a fresh random variant (0: off).
+    training images replaced, in every epoch, by a fresh random variant (0: off). ``engine``
+    is what computes the steps (:mod:`handwriting.models.engine`): it changes the speed, and
+    the last bits of the weights, not the recipe.
     """
 
     epochs: int
@@ -52,6 +57,7 @@ class FitSettings:
     augment_on_the_fly: float
     fine_tune_blocks: int
     fine_tune_epochs: int
+    engine: str
 
     def __post_init__(self) -> None:
         def fail(key: str, expected: str) -> ParamsError:
@@ -77,6 +83,8 @@ class FitSettings:
             raise fail("label_smoothing", "a number from 0 up to (not including) 1")
         if not _is_number(self.augment_on_the_fly) or not 0 <= self.augment_on_the_fly <= 1:
             raise fail("augment_on_the_fly", "a number from 0 to 1")
+        if self.engine not in ENGINES:
+            raise fail("engine", f"one of {', '.join(ENGINES)}")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], where: str) -> FitSettings:
@@ -161,6 +169,45 @@ def make_dataset(images: np.ndarray, class_ids: np.ndarray, batch_size: int, *,
     return dataset.map(scale, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def model_arrays(images: np.ndarray, class_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [N, H, W] images, class ids) -> (float32 [N, H, W, 1] in [0, 1], one-hot labels),
+    as :func:`make_dataset` scales them."""
+    inputs = (images.astype(np.float32) / np.float32(255.0))[..., None]
+    return inputs, np.eye(labels.NUM_CLASSES, dtype=np.float32)[class_ids]
+
+
+def array_batches(images: np.ndarray, class_ids: np.ndarray, batch_size: int, *, seed: int,
+                  augment: tuple[float, AugmentSettings] | None = None,
+                  first_epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Endless NumPy batches of (inputs in [0, 1] with a channel axis, one-hot labels), epoch
+    after epoch from ``first_epoch``: :func:`make_dataset`'s batches for engines that do not
+    run on TensorFlow. Each epoch's order is a permutation seeded by (``seed``, epoch); with
+    ``augment = (share, ranges)`` each batch goes through :func:`fresh_variants`, numbered
+    across epochs as make_dataset numbers them. The next batch is made in a thread while the
+    engine trains on this one (OpenCV releases Python's lock)."""
+    count = len(images)
+    steps = steps_per_epoch(count, batch_size)
+
+    def make(rows: np.ndarray, number: int) -> tuple[np.ndarray, np.ndarray]:
+        batch = images[rows]
+        if augment is not None:
+            batch = fresh_variants(batch, augment[0], augment[1], seed, number)
+        return model_arrays(batch, class_ids[rows])
+
+    def numbered_rows() -> Iterator[tuple[np.ndarray, int]]:
+        for epoch in itertools.count(first_epoch):
+            order = np.random.default_rng([seed, epoch]).permutation(count)
+            for step in range(steps):
+                yield order[step * batch_size:(step + 1) * batch_size], epoch * steps + step
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        rows = numbered_rows()
+        ahead = pool.submit(make, *next(rows))
+        for following in rows:
+            current, ahead = ahead, pool.submit(make, *following)
+            yield current.result()
+
+
 def make_reproducible(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and TensorFlow with ``seed``; with ``deterministic``, also switch on
     TensorFlow's op determinism, so that the same data, settings and seed train bit-identical
@@ -204,14 +251,14 @@ def learning_rate_schedule(fit: FitSettings, steps_per_epoch: int):
 
 
 def compile_model(model, optimizer: str = "adam", learning_rate=1e-3,
-                  label_smoothing: float = 0.0) -> None:
+                  label_smoothing: float = 0.0, jit_compile: bool = False) -> None:
     """Compile for 52-way classification: categorical cross-entropy (with optional label
-    smoothing), accuracy."""
+    smoothing), accuracy; ``jit_compile``: the train step compiled with XLA (the engine's)."""
     import keras
 
     model.compile(optimizer=make_optimizer(optimizer, learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], jit_compile=jit_compile)
 
 
 def frozen_feature_split(model):
@@ -279,7 +326,8 @@ def _features_key(features_model, images: np.ndarray) -> str:
 
     digest = hashlib.blake2b(digest_size=20)
     digest.update(f"v{FEATURE_CACHE_VERSION} keras {keras.__version__} tf {tf.__version__} "
-                  f"{keras.config.dtype_policy().name} {images.shape} {images.dtype}".encode())
+                  f"{keras.backend.backend()} {keras.config.dtype_policy().name} "
+                  f"{images.shape} {images.dtype}".encode())
     for layer in _leaf_layers(features_model):
         config = {key: value for key, value in layer.get_config().items() if key != "name"}
         digest.update(type(layer).__name__.encode())
@@ -371,8 +419,10 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
     ``fit.augment_on_the_fly`` is above 0). A frozen VGG-16 base computes the same features in
     every epoch, so they are computed once (or taken from ``cache``) and only the head is
     trained on them: the same result, many times faster on a CPU (and no on-the-fly variants,
-    whose features would differ in every epoch).
+    whose features would differ in every epoch). Keras must run on ``fit.engine``'s backend
+    (:func:`handwriting.models.engine.use_engine`).
     """
+    jit_compile = use_engine(fit.engine).jit_compile
     import keras
 
     from handwriting.models.zoo import _find_vgg_base
@@ -381,11 +431,10 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
     learning_rate = learning_rate_schedule(fit, steps_per_epoch(len(train[0]), fit.batch_size))
     split = frozen_feature_split(model)
     if split is None:
-        compile_model(model, fit.optimizer, learning_rate, fit.label_smoothing)
+        compile_model(model, fit.optimizer, learning_rate, fit.label_smoothing, jit_compile)
         data, steps = _training_data(fit, train, seed, augmentation)
         return model.fit(data, epochs=fit.epochs, steps_per_epoch=steps,
-                         validation_data=make_dataset(val[0], val[1], fit.batch_size,
-                                                      shuffle=False, seed=seed),
+                         validation_data=_validation_data(fit, val, seed),
                          verbose=verbose, callbacks=callbacks).history
     if fit.augment_on_the_fly:
         raise ParamsError(f"augment_on_the_fly must be 0 for {model.name}: its frozen VGG-16 "
@@ -399,7 +448,7 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
         cache.base_weights = base.get_weights()
     else:
         base.set_weights(cache.base_weights)
-    compile_model(head, fit.optimizer, learning_rate, fit.label_smoothing)
+    compile_model(head, fit.optimizer, learning_rate, fit.label_smoothing, jit_compile)
     return head.fit(cache.get(features, train[0], seed),
                     keras.utils.to_categorical(train[1], labels.NUM_CLASSES),
                     batch_size=fit.batch_size, epochs=fit.epochs, shuffle=True,
@@ -417,16 +466,31 @@ def steps_per_epoch(images: int, batch_size: int) -> int:
 def _training_data(fit: FitSettings, train: tuple[np.ndarray, np.ndarray], seed: int,
                    augmentation: AugmentSettings | None, first_epoch: int = 0):
     """(the training batches, the steps per epoch Keras must be told: None when the dataset
-    ends with each epoch; on-the-fly variants repeat it, continuing at ``first_epoch``)."""
+    ends with each epoch; on-the-fly variants repeat it, continuing at ``first_epoch``).
+
+    TensorFlow engines read a tf.data pipeline (:func:`make_dataset`); JAX reads NumPy
+    batches (:func:`array_batches`): through tf.data its steps ran at half the speed (each
+    batch converted, and tf.data's threads competing with XLA's for the cores)."""
     images, class_ids = train
+    if fit.augment_on_the_fly and augmentation is None:
+        raise ValueError("augment_on_the_fly needs the augmentation ranges (params.augment)")
+    augment = (fit.augment_on_the_fly, augmentation) if fit.augment_on_the_fly else None
+    if ENGINES[fit.engine].backend == "jax":
+        return (array_batches(images, class_ids, fit.batch_size, seed=seed, augment=augment,
+                              first_epoch=first_epoch),
+                steps_per_epoch(len(images), fit.batch_size))
     if not fit.augment_on_the_fly:
         return make_dataset(images, class_ids, fit.batch_size, shuffle=True, seed=seed), None
-    if augmentation is None:
-        raise ValueError("augment_on_the_fly needs the augmentation ranges (params.augment)")
     steps = steps_per_epoch(len(images), fit.batch_size)
     return make_dataset(images, class_ids, fit.batch_size, shuffle=True, seed=seed,
-                        augment=(fit.augment_on_the_fly, augmentation),
-                        first_batch=first_epoch * steps), steps
+                        augment=augment, first_batch=first_epoch * steps), steps
+
+
+def _validation_data(fit: FitSettings, val: tuple[np.ndarray, np.ndarray], seed: int):
+    """The validation split as the engine reads it (see :func:`_training_data`)."""
+    if ENGINES[fit.engine].backend == "jax":
+        return model_arrays(*val)
+    return make_dataset(val[0], val[1], fit.batch_size, shuffle=False, seed=seed)
 
 
 def fine_tune(model, fit: FitSettings, *, start_epoch: int, train, val, seed: int,
@@ -438,11 +502,11 @@ def fine_tune(model, fit: FitSettings, *, start_epoch: int, train, val, seed: in
     from handwriting.models.zoo import unfreeze_top_vgg_blocks
 
     unfreeze_top_vgg_blocks(model, fit.fine_tune_blocks)
-    compile_model(model, fit.optimizer, fit.learning_rate / 10, fit.label_smoothing)
+    compile_model(model, fit.optimizer, fit.learning_rate / 10, fit.label_smoothing,
+                  use_engine(fit.engine).jit_compile)
     data, steps = _training_data(fit, train, seed, augmentation, start_epoch)
     return model.fit(data, steps_per_epoch=steps,
-                     validation_data=make_dataset(val[0], val[1], fit.batch_size,
-                                                  shuffle=False, seed=seed),
+                     validation_data=_validation_data(fit, val, seed),
                      initial_epoch=start_epoch, epochs=start_epoch + fit.fine_tune_epochs,
                      verbose=2, callbacks=list(callbacks or [])).history
 

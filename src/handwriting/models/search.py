@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from handwriting import labels
+from handwriting.models.engine import use_engine
 from handwriting.models.fitting import (
     FIT_KEYS,
     FeatureCache,
@@ -116,6 +117,9 @@ def tune_settings(params: Params, arch: str) -> tuple[TuneSettings, dict[str, li
     for key, choices in space.items():
         if not isinstance(choices, list) or not choices:
             raise ParamsError(f"tune.{arch}.{key} must be a non-empty list of choices")
+    if "engine" in space:
+        raise ParamsError(f"tune.{arch}.engine: the engine changes the speed, not the model, "
+                          f"so it is no hyperparameter; remove it and set train.{arch}.engine")
     return settings, space
 
 
@@ -501,6 +505,7 @@ def work(arch: str, params: Params, split_dir: Path, storage_url: str, *,
          follow: bool = False, poll_seconds: float = 2.0) -> int:
     """A worker: run the waiting trials of ``arch``'s lower rungs in ``storage_url`` until none
     is left (with ``follow``, until the search is finished). Returns the trials it ran."""
+    use_engine(arch_settings(params, arch)[0].engine)  # before Keras is first imported
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -614,6 +619,7 @@ def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: 
     top-rung trials leave their weights and history in ``scratch``. Worker processes (when
     ``tune.workers`` > 1) read ``params_path``. Raises :class:`SearchError` when every trial of
     a rung failed."""
+    use_engine(arch_settings(params, arch)[0].engine)  # before Keras is first imported
     import mlflow
     import optuna
 

@@ -13,6 +13,7 @@ from handwriting import labels
 from handwriting.augmentation import AugmentSettings
 from handwriting.datasets import write_json
 from handwriting.keras_files import save_keras
+from handwriting.models.engine import use_engine
 from handwriting.models.fitting import (
     FIT_KEYS,
     FitSettings,
@@ -65,6 +66,7 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: F
     fixed-epoch fit (the tuned variant adopts its search's winner). ``extra_summary`` adds to
     or replaces the summary's figures (``None`` removes one).
     """
+    use_engine(fit_settings.engine)  # before Keras is first imported
     import mlflow
 
     from handwriting import tracking
@@ -83,6 +85,7 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: F
                            **{f"model.{k}": v for k, v in hparams.items()},
                            **(extra_params or {}),
                            "base.seed": params.base.seed, "base.image_size": size,
+                           "keras.backend": keras_backend(),
                            "data.train_images": len(train[0]), "data.val_images": len(val[0])})
         started = time.perf_counter()
         if train_fn is None:
@@ -111,6 +114,13 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: F
         print(f"{arch} {variant}: val_accuracy {summary['val_accuracy']:.3f} after "
               f"{summary['epochs']} epochs in {seconds:.0f} s (MLflow run {run.info.run_id})")
     return summary
+
+
+def keras_backend() -> str:
+    """The Keras backend of this process (logged with every training run)."""
+    import keras
+
+    return keras.backend.backend()
 
 
 def _fixed_epochs(model, fit: FitSettings, train, val, params: Params, callbacks):

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from handwriting.datasets import write_json
+from handwriting.models.engine import use_engine
 from handwriting.models.fitting import read_history
 from handwriting.models.search import (
     UNTUNED,
@@ -39,7 +40,7 @@ from handwriting.models.search import (
     tune_settings,
     work,
 )
-from handwriting.models.training import tracked_training
+from handwriting.models.training import arch_settings, tracked_training
 from handwriting.params import ParamsError, load_params
 
 
@@ -47,10 +48,11 @@ def run(arch: str, params_path: Path, split_dir: Path, untuned_model: Path,
         untuned_history: Path, untuned_metrics: Path, best_params_path: Path,
         model_path: Path, history_path: Path, metrics_path: Path) -> dict[str, Any]:
     """Search, then write the winner as the tuned model; returns its summary."""
-    import keras
-
     params = load_params(params_path)
     tune_settings(params, arch)  # bad settings are named before anything runs
+    use_engine(arch_settings(params, arch)[0].engine)  # before Keras is first imported
+    import keras
+
     for path in (untuned_model, untuned_history, untuned_metrics):
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: the search starts from the untuned "
@@ -119,19 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--follow", action="store_true",
                         help="keep waiting for queued trials until the search is finished")
     worker.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for this worker (0: TensorFlow's default)")
+                        help="CPU threads for this worker on a TensorFlow engine (0: "
+                             "TensorFlow's default)")
     args = parser.parse_args(argv)
     try:
         if args.worker:
             if not args.storage:
                 parser.error("--worker needs --storage (the URL in tune.storage)")
-            if args.threads:
+            params = load_params(args.params)
+            use_engine(arch_settings(params, args.arch)[0].engine)  # before TensorFlow: it
+            if args.threads:                                        # imports Keras
                 import tensorflow as tf
 
                 tf.config.threading.set_intra_op_parallelism_threads(args.threads)
                 tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-            ran = work(args.arch, load_params(args.params), args.split, args.storage,
-                       follow=args.follow)
+            ran = work(args.arch, params, args.split, args.storage, follow=args.follow)
             print(f"tune worker: {ran} trial(s) of {args.arch} run", flush=True)
             return 0
         paths = [args.untuned_model, args.untuned_history, args.untuned_metrics,

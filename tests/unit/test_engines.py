@@ -1,0 +1,211 @@
+"""Training engines (:mod:`handwriting.models.engine`): the setting and its bad values, one
+backend per process, a model trained on JAX loads on TensorFlow (and exports to ONNX with full
+agreement) and the other way round, and JAX trains byte-identical ``.keras`` files in two
+processes through the train stage itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from handwriting import labels
+from handwriting.datasets import save_arrays
+from handwriting.models.engine import ENGINES, EngineError, engine, use_engine
+from handwriting.models.search import tune_settings
+from handwriting.params import ParamsError, load_params
+from tests.conftest import REPO, fit_settings, repo_params
+
+pytest.importorskip("jax")
+
+ARCHS = ("lenet5", "gru")
+
+
+def test_the_engines_and_their_backends():
+    assert set(ENGINES) == {"tensorflow", "tensorflow-xla", "jax"}
+    assert engine("tensorflow").jit_compile is False
+    assert engine("tensorflow-xla").backend == "tensorflow"
+    assert engine("jax").backend == "jax"
+    with pytest.raises(ParamsError, match="engine must be one of tensorflow, tensorflow-xla, jax"):
+        engine("torch")
+
+
+def test_a_bad_engine_setting_names_the_key_and_the_choices(tmp_path):
+    with pytest.raises(ParamsError, match=r"engine must be one of .*got 'numpy'"):
+        fit_settings(engine="numpy")
+    values = repo_params()
+    values["train"]["gru"]["engine"] = "jaxx"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(values))
+    from handwriting.models.training import arch_settings
+
+    with pytest.raises(ParamsError, match=r"train\.gru\.engine must be one of"):
+        arch_settings(load_params(path), "gru")
+
+
+def test_a_process_trains_on_one_backend():
+    import keras  # the test process runs Keras on TensorFlow (tests/conftest.py)
+
+    assert keras.backend.backend() == "tensorflow"
+    assert use_engine("tensorflow").jit_compile is False
+    assert use_engine("tensorflow-xla").jit_compile is True
+    with pytest.raises(EngineError, match="already runs on tensorflow in this process; run the "
+                                          "stage in a new process"):
+        use_engine("jax")
+    with pytest.raises(EngineError):  # fit_model checks it too, before anything is trained
+        from handwriting.models.fitting import fit_model
+        from handwriting.models.zoo import build
+
+        images = np.zeros((8, 32, 32), np.uint8)
+        fit_model(build("lenet5", (32, 32, 1), labels.NUM_CLASSES), fit_settings(engine="jax"),
+                  train=(images, np.zeros(8, int)), val=(images, np.zeros(8, int)), seed=0)
+
+
+def test_the_engine_is_no_hyperparameter(tmp_path):
+    values = repo_params()
+    values["tune"]["lenet5"]["engine"] = ["jax", "tensorflow"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(ParamsError, match=r"tune\.lenet5\.engine: .*set train\.lenet5\.engine"):
+        tune_settings(load_params(path), "lenet5")
+
+
+def test_the_default_engines_are_known():
+    params = load_params(REPO / "params.yaml")
+    from handwriting.models.training import arch_settings
+
+    for arch in params.train["architectures"]:
+        assert arch_settings(params, arch)[0].engine in ENGINES
+
+
+# Loads the .keras files named on the command line on this process's backend and prints
+# each one's probabilities of the probe images (an .npy file) to an .npy file beside it.
+PREDICT = """
+import sys
+import numpy as np
+import keras
+probe = np.load(sys.argv[1])
+for path in sys.argv[2:]:
+    np.save(path + f".{keras.backend.backend()}.npy",
+            keras.models.load_model(path).predict(probe, verbose=0))
+print(keras.backend.backend())
+"""
+
+
+def _run(command, tmp_path, env_backend: str | None = None, **env):
+    import os
+
+    environment = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if env_backend:
+        environment["KERAS_BACKEND"] = env_backend
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env=environment)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture()
+def tiny_project(tmp_path, mlflow_store):
+    rng = np.random.default_rng(0)
+    for subset, count in (("train", 104), ("val", 52)):
+        save_arrays(tmp_path / "split" / subset, labels=np.arange(count) % labels.NUM_CLASSES,
+                    images=rng.integers(0, 256, size=(count, 32, 32), dtype=np.uint8))
+    values = repo_params()
+    values["train"]["lenet5"].update(epochs=1, batch_size=16)
+    values["train"]["gru"].update(epochs=1, batch_size=16, units=8)
+    for engine_name in ("jax", "tensorflow"):
+        values["train"]["defaults"]["engine"] = engine_name
+        (tmp_path / f"{engine_name}.yaml").write_text(yaml.safe_dump(values))
+    np.save(tmp_path / "probe.npy", rng.random((16, 32, 32, 1), dtype=np.float32))
+    return tmp_path
+
+
+def _train_stage(project, engine_name: str, arch: str, out: str) -> str:
+    _run([sys.executable, "-m", "handwriting.stages.train", "--arch", arch,
+          "--params", str(project / f"{engine_name}.yaml"), "--split", str(project / "split"),
+          "--model", f"{out}/{arch}.keras", "--history", f"{out}/{arch}.csv",
+          "--metrics", f"{out}/{arch}.json"], project)
+    return str(project / out / f"{arch}.keras")
+
+
+def test_jax_trains_byte_identical_models_in_two_processes(tiny_project):
+    for arch in ARCHS:
+        first = _train_stage(tiny_project, "jax", arch, "first")
+        second = _train_stage(tiny_project, "jax", arch, "second")
+        with open(first, "rb") as a, open(second, "rb") as b:
+            assert a.read() == b.read(), f"{arch}: two JAX runs wrote different files"
+
+
+def test_a_model_trained_on_jax_loads_and_exports_on_tensorflow(tiny_project, tmp_path):
+    import keras
+
+    from handwriting.serving.onnx_export import agreement_with, export_onnx
+
+    paths = [_train_stage(tiny_project, "jax", arch, "jax") for arch in ARCHS]
+    assert _run([sys.executable, "-c", PREDICT, "probe.npy", *paths], tiny_project,
+                env_backend="jax").strip() == "jax"
+    probe = np.load(tiny_project / "probe.npy")
+    for path in paths:
+        on_jax = np.load(path + ".jax.npy")
+        model = keras.models.load_model(path)  # this process: TensorFlow
+        on_tensorflow = model.predict(probe, verbose=0)
+        np.testing.assert_allclose(on_tensorflow, on_jax, atol=1e-5)
+        onnx_path = export_onnx(model, tmp_path / "onnx" / "model.onnx")
+        agreement = agreement_with(on_tensorflow, onnx_path, probe)
+        assert agreement["top1_agreement"] == 1.0 and agreement["max_abs_diff"] < 1e-5
+
+
+def test_a_model_trained_on_tensorflow_loads_on_jax(tiny_project):
+    import keras
+
+    paths = [_train_stage(tiny_project, "tensorflow", arch, "tf") for arch in ARCHS]
+    assert _run([sys.executable, "-c", PREDICT, "probe.npy", *paths], tiny_project,
+                env_backend="jax").strip() == "jax"
+    probe = np.load(tiny_project / "probe.npy")
+    for path in paths:
+        np.testing.assert_allclose(np.load(path + ".jax.npy"),
+                                   keras.models.load_model(path).predict(probe, verbose=0),
+                                   atol=1e-5)
+
+
+def test_array_batches_cover_every_image_once_per_epoch_in_a_seeded_order():
+    from handwriting.models.fitting import array_batches, model_arrays
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 32, 32), dtype=np.uint8)
+    images[:, 0, 0] = np.arange(10)  # each image's number, kept by the scaling
+    classes = np.arange(10) % labels.NUM_CLASSES
+    batches = array_batches(images, classes, 4, seed=3)
+    epochs = [[next(batches) for _ in range(3)] for _ in range(2)]  # 4 + 4 + 2 a epoch
+    for epoch in epochs:
+        assert [len(x) for x, _ in epoch] == [4, 4, 2]
+        x, y = (np.concatenate(parts) for parts in zip(*epoch))
+        assert x.dtype == np.float32 and x.shape == (10, 32, 32, 1)
+        numbers = np.round(x[:, 0, 0, 0] * 255).astype(int)
+        assert sorted(numbers) == list(range(10))
+        np.testing.assert_array_equal(y, model_arrays(images[numbers], classes[numbers])[1])
+    orders = [np.round(np.concatenate([x for x, _ in e])[:, 0, 0, 0] * 255) for e in epochs]
+    assert not np.array_equal(*orders)  # a new order each epoch ...
+    again = array_batches(images, classes, 4, seed=3)
+    np.testing.assert_array_equal(next(again)[0], epochs[0][0][0])  # ... the same in each run
+    later = array_batches(images, classes, 4, seed=3, first_epoch=1)
+    np.testing.assert_array_equal(next(later)[0], epochs[1][0][0])
+
+
+def test_array_batches_vary_images_as_the_numbered_tf_data_batches_do():
+    from handwriting.augmentation import AugmentSettings
+    from handwriting.models.fitting import array_batches, fresh_variants
+
+    images = np.zeros((6, 32, 32), np.uint8)
+    images[:, 8:24, 14:18] = 255
+    classes = np.zeros(6, int)
+    batches = array_batches(images, classes, 3, seed=5, augment=(1.0, AugmentSettings()),
+                            first_epoch=2)
+    x, _ = next(batches)  # batch number 2 epochs x 2 steps = 4
+    expected = fresh_variants(images[np.random.default_rng([5, 2]).permutation(6)[:3]], 1.0,
+                              AugmentSettings(), 5, 4)
+    np.testing.assert_array_equal(np.round(x[..., 0] * 255).astype(np.uint8), expected)
+    assert not np.array_equal(expected, images[:3])
