@@ -63,9 +63,10 @@ class Repo:
         self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"
         self.env["PYTHONPATH"] = str(root / "src")
 
-    def run(self, *command: str) -> subprocess.CompletedProcess:
+    def run(self, *command: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        # The timeout turns a stuck command into a failure that names it.
         result = subprocess.run(command, cwd=self.root, env=self.env, capture_output=True,
-                                text=True)
+                                text=True, timeout=timeout)
         assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
         return result
 
@@ -229,16 +230,18 @@ def test_queued_experiments_two_at_once_keep_their_mlflow_runs(repo):
     for name, value in experiments.items():
         repo.dvc("exp", "run", "--queue", "-n", name, "-S", value, "train@lenet5")
     repo.dvc("queue", "start", "-j", "2")
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        status = repo.dvc("queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(5)
-    logs = {name: subprocess.run([sys.executable, "-m", "dvc", "queue", "logs", name],
-                                 cwd=repo.root, env=repo.env, capture_output=True,
-                                 text=True).stdout[-3000:] for name in names}
-    repo.dvc("queue", "stop", "--kill")
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            status = repo.dvc("queue", "status", timeout=60).stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(5)
+        logs = {name: subprocess.run([sys.executable, "-m", "dvc", "queue", "logs", name],
+                                     cwd=repo.root, env=repo.env, capture_output=True,
+                                     text=True, timeout=60).stdout[-3000:] for name in names}
+    finally:
+        repo.dvc("queue", "stop", "--kill", timeout=120)
     assert status.count("Success") == 2, (status, logs)
     runs = _mlflow_runs_by_experiment(repo.root / "mlflow.db")
     assert runs.get("q-lenet-ep2", 0) >= 1 and runs.get("q-lenet-bs16", 0) >= 1, runs

@@ -433,7 +433,8 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
     if split is None:
         compile_model(model, fit.optimizer, learning_rate, fit.label_smoothing, jit_compile)
         data, steps = _training_data(fit, train, seed, augmentation)
-        return model.fit(data, epochs=fit.epochs, steps_per_epoch=steps,
+        # shuffle=False: the batches come shuffled (Keras cannot shuffle a generator).
+        return model.fit(data, epochs=fit.epochs, steps_per_epoch=steps, shuffle=False,
                          validation_data=_validation_data(fit, val, seed),
                          verbose=verbose, callbacks=callbacks).history
     if fit.augment_on_the_fly:
@@ -472,9 +473,11 @@ def _training_data(fit: FitSettings, train: tuple[np.ndarray, np.ndarray], seed:
     batches (:func:`array_batches`): through tf.data its steps ran at half the speed (each
     batch converted, and tf.data's threads competing with XLA's for the cores)."""
     images, class_ids = train
-    if fit.augment_on_the_fly and augmentation is None:
-        raise ValueError("augment_on_the_fly needs the augmentation ranges (params.augment)")
-    augment = (fit.augment_on_the_fly, augmentation) if fit.augment_on_the_fly else None
+    augment: tuple[float, AugmentSettings] | None = None
+    if fit.augment_on_the_fly:
+        if augmentation is None:
+            raise ValueError("augment_on_the_fly needs the augmentation ranges (params.augment)")
+        augment = (fit.augment_on_the_fly, augmentation)
     if ENGINES[fit.engine].backend == "jax":
         return (array_batches(images, class_ids, fit.batch_size, seed=seed, augment=augment,
                               first_epoch=first_epoch),
@@ -505,7 +508,7 @@ def fine_tune(model, fit: FitSettings, *, start_epoch: int, train, val, seed: in
     compile_model(model, fit.optimizer, fit.learning_rate / 10, fit.label_smoothing,
                   use_engine(fit.engine).jit_compile)
     data, steps = _training_data(fit, train, seed, augmentation, start_epoch)
-    return model.fit(data, steps_per_epoch=steps,
+    return model.fit(data, steps_per_epoch=steps, shuffle=False,
                      validation_data=_validation_data(fit, val, seed),
                      initial_epoch=start_epoch, epochs=start_epoch + fit.fine_tune_epochs,
                      verbose=2, callbacks=list(callbacks or [])).history
