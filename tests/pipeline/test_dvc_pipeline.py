@@ -70,8 +70,8 @@ class Repo:
         assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
         return result
 
-    def dvc(self, *args: str) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, "-m", "dvc", *args)
+    def dvc(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "dvc", *args, timeout=timeout)
 
     def edit_params(self, change) -> None:
         path = self.root / "params.yaml"
