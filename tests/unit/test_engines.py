@@ -107,48 +107,58 @@ def _run(command, tmp_path, env_backend: str | None = None, **env):
     return done.stdout
 
 
-@pytest.fixture()
-def tiny_project(tmp_path, mlflow_store):
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory):
+    """A split, params files per engine and probe images; the stages log to its own store."""
+    project = tmp_path_factory.mktemp("engines")
     rng = np.random.default_rng(0)
     for subset, count in (("train", 104), ("val", 52)):
-        save_arrays(tmp_path / "split" / subset, labels=np.arange(count) % labels.NUM_CLASSES,
+        save_arrays(project / "split" / subset, labels=np.arange(count) % labels.NUM_CLASSES,
                     images=rng.integers(0, 256, size=(count, 32, 32), dtype=np.uint8))
     values = repo_params()
     values["train"]["lenet5"].update(epochs=1, batch_size=16)
     values["train"]["gru"].update(epochs=1, batch_size=16, units=8)
     for engine_name in ("jax", "tensorflow"):
         values["train"]["defaults"]["engine"] = engine_name
-        (tmp_path / f"{engine_name}.yaml").write_text(yaml.safe_dump(values))
-    np.save(tmp_path / "probe.npy", rng.random((16, 32, 32, 1), dtype=np.float32))
-    return tmp_path
+        (project / f"{engine_name}.yaml").write_text(yaml.safe_dump(values))
+    np.save(project / "probe.npy", rng.random((16, 32, 32, 1), dtype=np.float32))
+    return project
 
 
 def _train_stage(project, engine_name: str, arch: str, out: str) -> str:
     _run([sys.executable, "-m", "handwriting.stages.train", "--arch", arch,
           "--params", str(project / f"{engine_name}.yaml"), "--split", str(project / "split"),
           "--model", f"{out}/{arch}.keras", "--history", f"{out}/{arch}.csv",
-          "--metrics", f"{out}/{arch}.json"], project)
+          "--metrics", f"{out}/{arch}.json"], project,
+         MLFLOW_TRACKING_URI=f"sqlite:///{(project / 'mlflow.db').as_posix()}",
+         DVC_EXP_NAME="test-exp")
     return str(project / out / f"{arch}.keras")
 
 
-def test_jax_trains_byte_identical_models_in_two_processes(tiny_project):
-    for arch in ARCHS:
-        first = _train_stage(tiny_project, "jax", arch, "first")
+@pytest.fixture(scope="module")
+def jax_models(tiny_project) -> list[str]:
+    """The train stage's .keras files of every test architecture, trained on JAX (once for the
+    module: the determinism and cross-backend tests both read them)."""
+    return [_train_stage(tiny_project, "jax", arch, "jax") for arch in ARCHS]
+
+
+def test_jax_trains_byte_identical_models_in_two_processes(tiny_project, jax_models):
+    for arch, first in zip(ARCHS, jax_models, strict=True):
         second = _train_stage(tiny_project, "jax", arch, "second")
         with open(first, "rb") as a, open(second, "rb") as b:
             assert a.read() == b.read(), f"{arch}: two JAX runs wrote different files"
 
 
-def test_a_model_trained_on_jax_loads_and_exports_on_tensorflow(tiny_project, tmp_path):
+def test_a_model_trained_on_jax_loads_and_exports_on_tensorflow(tiny_project, jax_models,
+                                                                tmp_path):
     import keras
 
     from handwriting.serving.onnx_export import agreement_with, export_onnx
 
-    paths = [_train_stage(tiny_project, "jax", arch, "jax") for arch in ARCHS]
-    assert _run([sys.executable, "-c", PREDICT, "probe.npy", *paths], tiny_project,
+    assert _run([sys.executable, "-c", PREDICT, "probe.npy", *jax_models], tiny_project,
                 env_backend="jax").strip() == "jax"
     probe = np.load(tiny_project / "probe.npy")
-    for path in paths:
+    for path in jax_models:
         on_jax = np.load(path + ".jax.npy")
         model = keras.models.load_model(path)  # this process: TensorFlow
         on_tensorflow = model.predict(probe, verbose=0)
