@@ -1,10 +1,12 @@
-"""Shared fixtures: paths of the repository and of the real EMNIST sample beside it."""
+"""Shared fixtures: paths of the repository and of the real EMNIST sample beside it, plain
+fit settings and params, a temporary MLflow store and a tiny split."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -63,3 +65,19 @@ def mlflow_store(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("DVC_EXP_NAME", "test-exp")
     monkeypatch.chdir(tmp_path)
     return uri
+
+
+@pytest.fixture()
+def tiny_split(tmp_path):
+    """Random 32x32 train (156) and val (52) arrays, every class present, under tmp_path/split
+    (a module may define its own)."""
+    from handwriting import labels
+    from handwriting.datasets import save_arrays
+
+    rng = np.random.default_rng(0)
+    for subset, count in (("train", 156), ("val", 52)):
+        class_ids = np.arange(count) % labels.NUM_CLASSES
+        save_arrays(tmp_path / "split" / subset,
+                    images=rng.integers(0, 256, size=(count, 32, 32), dtype=np.uint8),
+                    labels=class_ids)
+    return tmp_path / "split"

@@ -21,8 +21,9 @@ from tests.conftest import REPO
 CHROMIUM = Path("/usr/bin/chromium")
 SCRIPT = REPO / "scripts" / "app_screenshot.py"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
-                                reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+pytestmark = [pytest.mark.slow,  # a real browser: over 5 s each
+              pytest.mark.skipif(not CHROMIUM.is_file(),
+                                 reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")]
 pytest.importorskip("playwright", reason="the screenshots need the playwright package")
 
 

@@ -23,7 +23,7 @@ from handwriting import labels
 from handwriting.datasets import load_arrays
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.pipeline
+pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
 DATA_STAGES = ["feedback_inbox", "raw", "balance", "augment", "split"]
 

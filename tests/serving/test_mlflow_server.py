@@ -31,6 +31,9 @@ from handwriting.serving.predictor import Predictor, write_serving_dir  # noqa: 
 from handwriting.serving.pyfunc import ALIAS, register_champion  # noqa: E402
 from tests.unit.test_serving import bar, bars, png_bytes  # noqa: E402
 
+# A real server in its own process: over 5 s each (`pytest -m "not slow"` leaves them out).
+pytestmark = pytest.mark.slow
+
 NAME = "handwriting-letters"
 START_TIMEOUT_S = 180
 

@@ -1,19 +1,14 @@
 """Training engines (:mod:`handwriting.models.engine`): the setting and its bad values, one
-backend per process, a model trained on JAX loads on TensorFlow (and exports to ONNX with full
-agreement) and the other way round, and JAX trains byte-identical ``.keras`` files in two
-processes through the train stage itself."""
+backend per process, and the NumPy batches the JAX engine reads (the engines across processes:
+tests/integration/test_engine_processes.py)."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
 
 from handwriting import labels
-from handwriting.datasets import save_arrays
 from handwriting.models.engine import ENGINES, EngineError, engine, use_engine
 from handwriting.models.search import tune_settings
 from handwriting.params import ParamsError, load_params
@@ -79,106 +74,6 @@ def test_the_default_engines_are_known():
 
     for arch in params.train["architectures"]:
         assert arch_settings(params, arch)[0].engine in ENGINES
-
-
-# Loads the .keras files named on the command line on this process's backend and prints
-# each one's probabilities of the probe images (an .npy file) to an .npy file beside it.
-PREDICT = """
-import sys
-import numpy as np
-import keras
-probe = np.load(sys.argv[1])
-for path in sys.argv[2:]:
-    np.save(path + f".{keras.backend.backend()}.npy",
-            keras.models.load_model(path).predict(probe, verbose=0))
-print(keras.backend.backend())
-"""
-
-
-def _run(command, tmp_path, env_backend: str | None = None, **env):
-    import os
-
-    environment = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    if env_backend:
-        environment["KERAS_BACKEND"] = env_backend
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                          env=environment)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
-@pytest.fixture(scope="module")
-def tiny_project(tmp_path_factory):
-    """A split, params files per engine and probe images; the stages log to its own store."""
-    project = tmp_path_factory.mktemp("engines")
-    rng = np.random.default_rng(0)
-    for subset, count in (("train", 104), ("val", 52)):
-        save_arrays(project / "split" / subset, labels=np.arange(count) % labels.NUM_CLASSES,
-                    images=rng.integers(0, 256, size=(count, 32, 32), dtype=np.uint8))
-    values = repo_params()
-    values["train"]["lenet5"].update(epochs=1, batch_size=16)
-    values["train"]["gru"].update(epochs=1, batch_size=16, units=8)
-    for engine_name in ("jax", "tensorflow"):
-        values["train"]["defaults"]["engine"] = engine_name
-        (project / f"{engine_name}.yaml").write_text(yaml.safe_dump(values))
-    np.save(project / "probe.npy", rng.random((16, 32, 32, 1), dtype=np.float32))
-    return project
-
-
-def _train_stage(project, engine_name: str, arch: str, out: str) -> str:
-    _run([sys.executable, "-m", "handwriting.stages.train", "--arch", arch,
-          "--params", str(project / f"{engine_name}.yaml"), "--split", str(project / "split"),
-          "--model", f"{out}/{arch}.keras", "--history", f"{out}/{arch}.csv",
-          "--metrics", f"{out}/{arch}.json"], project,
-         MLFLOW_TRACKING_URI=f"sqlite:///{(project / 'mlflow.db').as_posix()}",
-         DVC_EXP_NAME="test-exp")
-    return str(project / out / f"{arch}.keras")
-
-
-@pytest.fixture(scope="module")
-def jax_models(tiny_project) -> list[str]:
-    """The train stage's .keras files of every test architecture, trained on JAX (once for the
-    module: the determinism and cross-backend tests both read them)."""
-    return [_train_stage(tiny_project, "jax", arch, "jax") for arch in ARCHS]
-
-
-def test_jax_trains_byte_identical_models_in_two_processes(tiny_project, jax_models):
-    for arch, first in zip(ARCHS, jax_models, strict=True):
-        second = _train_stage(tiny_project, "jax", arch, "second")
-        with open(first, "rb") as a, open(second, "rb") as b:
-            assert a.read() == b.read(), f"{arch}: two JAX runs wrote different files"
-
-
-def test_a_model_trained_on_jax_loads_and_exports_on_tensorflow(tiny_project, jax_models,
-                                                                tmp_path):
-    import keras
-
-    from handwriting.serving.onnx_export import agreement_with, export_onnx
-
-    assert _run([sys.executable, "-c", PREDICT, "probe.npy", *jax_models], tiny_project,
-                env_backend="jax").strip() == "jax"
-    probe = np.load(tiny_project / "probe.npy")
-    for path in jax_models:
-        on_jax = np.load(path + ".jax.npy")
-        model = keras.models.load_model(path)  # this process: TensorFlow
-        on_tensorflow = model.predict(probe, verbose=0)
-        np.testing.assert_allclose(on_tensorflow, on_jax, atol=1e-5)
-        onnx_path = export_onnx(model, tmp_path / "onnx" / "model.onnx")
-        agreement = agreement_with(on_tensorflow, onnx_path, probe)
-        assert agreement["top1_agreement"] == 1.0 and agreement["max_abs_diff"] < 1e-5
-
-
-def test_a_model_trained_on_tensorflow_loads_on_jax(tiny_project):
-    import keras
-
-    paths = [_train_stage(tiny_project, "tensorflow", arch, "tf") for arch in ARCHS]
-    assert _run([sys.executable, "-c", PREDICT, "probe.npy", *paths], tiny_project,
-                env_backend="jax").strip() == "jax"
-    probe = np.load(tiny_project / "probe.npy")
-    for path in paths:
-        np.testing.assert_allclose(np.load(path + ".jax.npy"),
-                                   keras.models.load_model(path).predict(probe, verbose=0),
-                                   atol=1e-5)
 
 
 def test_array_batches_cover_every_image_once_per_epoch_in_a_seeded_order():

@@ -79,6 +79,7 @@ def tiny_project(tmp_path, emnist_dir, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_evaluate_writes_every_output(tiny_project):
     root = tiny_project
     results = evaluate.run(load_params(root / "params.yaml"), root / "split", root / "models",
@@ -214,6 +215,7 @@ def test_the_evaluate_settings_are_typed_and_name_a_bad_key(tmp_path):
                        "--champion", str(out / "ch.json")])
 
 
+@pytest.mark.slow
 def test_vgg_models_share_their_base_features_and_keep_their_probabilities():
     """Scores.predict runs a frozen VGG-16 base once per image set for every model that has
     that base, and gives each model the probabilities the whole model gives, bit for bit; a

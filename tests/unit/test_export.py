@@ -139,6 +139,7 @@ def exported(project, tmp_path_factory):
         yield figures, f"sqlite:///{(store / 'mlflow.db').as_posix()}"
 
 
+@pytest.mark.slow
 def test_export_serves_the_champion_evaluate_named(project, exported):
     figures, _ = exported
     decision = json.loads((project / "metrics" / "champion.json").read_text())
@@ -212,6 +213,7 @@ def test_the_alias_rule_compares_scores_under_the_compute_budget():
     assert not should_move_alias(0.7, 0.9, 5.0, budget_mflops=10.0)
 
 
+@pytest.mark.slow
 def test_the_champion_does_not_depend_on_the_machine_s_load(project, tmp_path, monkeypatch):
     # A busy machine: every latency measured 100 times slower. The choice is the same.
     from handwriting.serving import figures as measure

@@ -104,6 +104,7 @@ def test_the_folder_comes_from_the_environment(tmp_path, monkeypatch):
     assert feature_cache_folder() == tmp_path / "xdg" / "handwriting" / "features"
 
 
+@pytest.mark.slow
 def test_vgg16_and_vgg16_gru_trainings_share_one_features_file(tmp_path, capsys):
     """What train@vgg16 computes, train@vgg16_gru (same seed, same base) and the searches read:
     the histories are those of a cache-less run."""

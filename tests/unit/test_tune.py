@@ -151,6 +151,7 @@ def test_a_storage_that_cannot_be_opened_names_the_setting():
 
 # --- whole searches on tiny data ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_untuned_configuration_runs_at_every_rung_and_the_winner_is_the_top_rung_model(
         tmp_path, tiny_split, mlflow_store):
     from mlflow import MlflowClient
@@ -190,6 +191,7 @@ def test_the_untuned_configuration_runs_at_every_rung_and_the_winner_is_the_top_
     assert parent.data.tags["winner"] == summary["winner"]
 
 
+@pytest.mark.slow
 def test_when_the_untuned_settings_win_the_tuned_model_is_the_untuned_one(
         tmp_path, tiny_split, mlflow_store):
     import keras
@@ -209,6 +211,7 @@ def test_when_the_untuned_settings_win_the_tuned_model_is_the_untuned_one(
     assert history.read_text() == untuned[1].read_text()
 
 
+@pytest.mark.slow
 def test_a_seeded_search_repeats_itself(tmp_path, tiny_split, mlflow_store):
     params = load_params(write_params(tmp_path, n_trials=3))
 
@@ -225,6 +228,7 @@ def test_a_seeded_search_repeats_itself(tmp_path, tiny_split, mlflow_store):
     assert first.trials == second.trials and first.trials["fail"] == 0
 
 
+@pytest.mark.slow
 def test_failing_trials_do_not_end_the_search_and_all_failed_is_a_clear_error(
         tmp_path, tiny_split, mlflow_store, monkeypatch):
     from handwriting.models import zoo

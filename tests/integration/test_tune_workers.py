@@ -15,6 +15,9 @@ from handwriting.models import search
 from handwriting.params import load_params
 from tests.unit.test_tune import run_tune, untuned_files, write_params
 
+# Worker processes and real trials: over 5 s each (`pytest -m "not slow"` leaves them out).
+pytestmark = pytest.mark.slow
+
 POSTGRES = os.environ.get("TEST_POSTGRES_URL")
 
 
@@ -43,6 +46,7 @@ POP_WORKER = """
 import sys
 import optuna
 from handwriting.models import search
+
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 study = optuna.load_study(study_name="queue", storage=search.open_storage(sys.argv[1]))

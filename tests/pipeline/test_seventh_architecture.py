@@ -25,6 +25,9 @@ from handwriting.params import load_params  # noqa: E402
 from handwriting.stages import evaluate, export, train, tune  # noqa: E402
 from tests.conftest import repo_params  # noqa: E402
 
+# Every stage on real (tiny) models: over 5 s each (`pytest -m "not slow"` leaves them out).
+pytestmark = pytest.mark.slow
+
 
 def build_tinycnn(input_shape, num_classes, *, filters: int = 4, dropout: float = 0.1):
     """A seventh architecture, as small as a model can be: one convolution, pooled, softmax."""

@@ -12,6 +12,9 @@ import pytest
 
 from tests.conftest import REPO, repo_params
 
+# Trainings in processes of their own: over 5 s each (`pytest -m "not slow"` leaves them out).
+pytestmark = pytest.mark.slow
+
 # Trains a LeNet-5 and a GRU (the convolution and recurrent kernels whose multi-threaded
 # reductions vary from run to run without op determinism) on seeded random letters through
 # the train stage's own fit routine, with several threads, and prints a hash of the weights;
@@ -45,6 +48,7 @@ for arch, hparams, fit in (("lenet5", {}, fit_settings()), ("gru", {"units": 16}
     for weights in model.get_weights():
         digest.update(np.ascontiguousarray(weights).tobytes())
 from tensorflow.python.framework import config as tf_config  # the only reader there is
+
 print("op_determinism", tf_config.is_op_determinism_enabled())
 print("weights", digest.hexdigest())
 """
