@@ -249,6 +249,31 @@ def _app(args: argparse.Namespace) -> int:
     os.execve(command[0], command, env)
 
 
+def _promote(args: argparse.Namespace) -> int:
+    from handwriting import tracking
+    from handwriting.params import ParamsError, load_params
+    from handwriting.serving.pyfunc import ALIAS, PromotionError, promote
+
+    name = args.name
+    if name is None:
+        try:
+            name = load_params(args.params).export.registered_model
+        except (OSError, ParamsError) as error:
+            print(f"handwriting promote: {error}; name the model with --name", file=sys.stderr)
+            return 2
+    tracking.configure()
+    try:
+        version, previous = promote(name, args.model_version)
+    except PromotionError as error:
+        print(f"handwriting promote: {error} (store: {tracking.tracking_uri()})",
+              file=sys.stderr)
+        return 1
+    print(f"{name}: alias '{ALIAS}' now points to version {version} "
+          f"(previous: {previous or 'none'}); `mlflow models serve -m models:/{name}@{ALIAS}` "
+          "serves it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -339,6 +364,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="params file with the preprocessing settings (default: params.yaml; "
                           "the defaults when absent)")
     app.set_defaults(func=_app)
+
+    promote = commands.add_parser(
+        "promote", help="serve an experiment's model: move the registry's champion alias",
+        description="Point the MLflow registry's 'champion' alias (what `mlflow models serve "
+                    "-m models:/<name>@champion` serves) at the version a `dvc exp run` "
+                    "registered as 'challenger', or at --version. `dvc repro` moves the "
+                    "alias itself when its model is at least as good; experiments never do. "
+                    "The store is MLFLOW_TRACKING_URI, else this repository's mlflow.db. "
+                    "Exit status: 0 moved, 1 no such version or challenger, 2 usage error.")
+    promote.add_argument("--version", dest="model_version", default=None, metavar="N",
+                         help="the registered version to serve (default: the challenger)")
+    promote.add_argument("--name", default=None,
+                         help="registered model (default: export.registered_model)")
+    promote.add_argument("--params", type=Path, default=Path("params.yaml"),
+                         help="params file naming the model (default: params.yaml)")
+    promote.set_defaults(func=_promote)
     return parser
 
 

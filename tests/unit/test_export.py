@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import numpy as np
 import pytest
@@ -384,3 +385,45 @@ def test_the_ensemble_model_is_the_weighted_soft_vote_of_its_members():
         inputs = keras.Input((32, 32, 1))
         build_soft_vote_ensemble([keras.Model(inputs, keras.layers.Dense(3)(
             keras.layers.Flatten()(inputs)))])
+
+
+@pytest.mark.slow
+def test_an_experiment_registers_a_challenger_and_promote_serves_it(project, exported,
+                                                                    mlflow_store, capsys):
+    # `dvc exp run` sets DVC_EXP_NAME for every stage: the export stage then registers its
+    # model as the challenger and leaves the champion alone, however good the new model is.
+    from handwriting import tracking
+    from handwriting.cli import main
+    from handwriting.serving.pyfunc import CHALLENGER
+
+    tracking.configure()
+    client = mlflow.MlflowClient()
+    with mlflow.start_run():  # today's champion, worse than what the experiment brings
+        register_champion(project / "models" / "serving", name=NAME, champion="x", score=0.01,
+                          example_image=png_bytes(bar(True, np.random.default_rng(0))),
+                          mflops=0.4)
+    assert os.environ["DVC_EXP_NAME"] == "test-exp"  # set by the mlflow_store fixture
+    params_path = project / "params.yaml"
+    export.run(load_params(params_path), project / "split", project / "models",
+               project / "metrics" / "train", project / "metrics" / "champion.json",
+               project / "models" / "serving", project / "models" / "onnx",
+               project / "metrics" / "serving.json")
+    assert "as 'challenger' (experiment test-exp); 'champion' stays on version 1" \
+        in capsys.readouterr().out
+    assert str(client.get_model_version_by_alias(NAME, ALIAS).version) == "1"
+    challenger = client.get_model_version_by_alias(NAME, CHALLENGER)
+    assert str(challenger.version) == "2" and challenger.tags["dvc_exp_name"] == "test-exp"
+
+    assert main(["promote", "--params", str(params_path)]) == 0
+    assert "now points to version 2 (previous: 1)" in capsys.readouterr().out
+    assert str(client.get_model_version_by_alias(NAME, ALIAS).version) == "2"
+    assert CHALLENGER not in client.get_registered_model(NAME).aliases  # promoted, not a challenger
+    # Nothing left to promote, or a version that does not exist: a clear error, nothing moved.
+    assert main(["promote", "--name", NAME]) == 1
+    assert "has no version with alias 'challenger'" in capsys.readouterr().err
+    assert main(["promote", "--name", NAME, "--version", "9"]) == 1
+    assert "has no version 9" in capsys.readouterr().err
+    assert main(["promote", "--name", NAME, "--version", "1"]) == 0  # back to the old one
+    assert str(client.get_model_version_by_alias(NAME, ALIAS).version) == "1"
+    assert main(["promote", "--params", str(project / "missing.yaml")]) == 2
+    assert "name the model with --name" in capsys.readouterr().err

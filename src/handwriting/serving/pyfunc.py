@@ -18,7 +18,9 @@ with HTTP 400 and a message naming the row and the problem.
 
 :func:`register_champion` logs the model in an MLflow run, registers it as a new version and
 moves the ``champion`` alias to it by the rule of
-:func:`handwriting.evaluation.champion.should_move_alias`.
+:func:`handwriting.evaluation.champion.should_move_alias`; a version registered by a DVC
+experiment gets the ``challenger`` alias instead and leaves ``champion`` where it is, until
+:func:`promote` (``handwriting promote``) moves it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import numpy as np
 from mlflow.pyfunc.model import PythonModel
 
 ALIAS = "champion"
+# The alias of the newest version a DVC experiment registered: experiments never move ALIAS.
+CHALLENGER = "challenger"
 IMAGE_COLUMN = "image"
 OUTPUT_COLUMNS = ("label", "probability", "top_labels", "top_probabilities", "unsure", "message")
 SERVING_ARTIFACT = "serving"
@@ -180,7 +184,7 @@ class Registration:
 
     name: str
     version: str
-    alias_moved: bool
+    alias_moved: bool  # the champion alias now points to this version
     previous_version: str | None
     previous_score: float | None
     previous_mflops: float | None
@@ -201,7 +205,8 @@ def _current_champion(client, name: str) -> tuple[str | None, float | None, floa
 def register_champion(serving_dir: str | os.PathLike, *, name: str, champion: str,
                       score: float, example_image: bytes, mflops: float,
                       budget_mflops: float = 0.0, latency_ms: float | None = None,
-                      tags: dict[str, str] | None = None) -> Registration:
+                      tags: dict[str, str] | None = None,
+                      experiment: str | None = None) -> Registration:
     """Log the serving folder as a pyfunc model in the active MLflow run, register it under
     ``name`` and point alias ``champion`` at it when :func:`should_move_alias` says so.
 
@@ -209,7 +214,9 @@ def register_champion(serving_dir: str | os.PathLike, *, name: str, champion: st
     ``budget_mflops``: the compute budget in force (0: none); ``latency_ms``: end-to-end p50
     latency of one image (a reported figure). ``example_image``: the bytes of one image file,
     the model's input example. The version is tagged with ``champion`` (the model's name in
-    the pipeline), the score, the cost, the latency and ``tags``.
+    the pipeline), the score, the cost, the latency and ``tags``. ``experiment``: the DVC
+    experiment registering it (``DVC_EXP_NAME``); such a version gets the ``challenger`` alias
+    and ``champion`` stays where it is, whatever the scores (:func:`promote` moves it).
     """
     import pandas as pd
     from mlflow import MlflowClient
@@ -235,9 +242,47 @@ def register_champion(serving_dir: str | os.PathLike, *, name: str, champion: st
         version_tags[LATENCY_TAG] = f"{latency_ms:.4f}"
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
-    moved = should_move_alias(score, previous_score, previous_mflops, budget_mflops)
+    if experiment:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        moved = False
+    else:
+        moved = should_move_alias(score, previous_score, previous_mflops, budget_mflops)
     if moved:
         client.set_registered_model_alias(name, ALIAS, version)
     return Registration(name=name, version=version, alias_moved=moved,
                         previous_version=previous_version, previous_score=previous_score,
                         previous_mflops=previous_mflops)
+
+
+class PromotionError(Exception):
+    """Nothing to promote: no such model, version or challenger."""
+
+
+def promote(name: str, version: str | None = None) -> tuple[str, str | None]:
+    """Point the ``champion`` alias of registered model ``name`` at ``version`` (default: the
+    version the ``challenger`` alias names, which then loses that alias).
+
+    Returns (the new champion's version, the previous one or None). Uses the configured
+    tracking URI (:func:`handwriting.tracking.configure`).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    previous, _, _ = _current_champion(client, name)
+    try:
+        if version is None:
+            version = str(client.get_model_version_by_alias(name, CHALLENGER).version)
+            from_challenger = True
+        else:
+            client.get_model_version(name, version)
+            from_challenger = False
+    except MlflowException:
+        what = f"version {version}" if version else f"version with alias '{CHALLENGER}'"
+        raise PromotionError(
+            f"registered model '{name}' has no {what} (a `dvc exp run` registers its model "
+            f"as '{CHALLENGER}'; name another with --version)") from None
+    client.set_registered_model_alias(name, ALIAS, version)
+    if from_challenger:
+        client.delete_registered_model_alias(name, CHALLENGER)
+    return version, previous

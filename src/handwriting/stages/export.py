@@ -17,6 +17,8 @@ figures, and the champion in the MLflow model registry.
 * The MLflow registry: a new version of ``export.registered_model`` (a pyfunc model carrying
   the serving folder); the ``champion`` alias moves to it only when its validation F1 is at
   least the current champion's (:func:`handwriting.evaluation.champion.should_move_alias`).
+  Inside a ``dvc exp run`` the version gets the ``challenger`` alias instead, and
+  ``handwriting promote`` makes it the champion.
 """
 
 from __future__ import annotations
@@ -145,10 +147,11 @@ def _register(params: Params, serving_dir: Path, champion: str, chosen: dict[str
     import mlflow
 
     from handwriting import tracking
-    from handwriting.serving.pyfunc import ALIAS, register_champion
+    from handwriting.serving.pyfunc import ALIAS, CHALLENGER, register_champion
 
     tracking.configure()
     name = params.export.registered_model
+    experiment = tracking.experiment_tags().get("dvc_exp_name")
     with mlflow.start_run(run_name="export"):
         mlflow.set_tags({"stage": "export", "champion": champion,
                          "git_commit": tracking.git_commit(), **tracking.experiment_tags()})
@@ -169,15 +172,21 @@ def _register(params: Params, serving_dir: Path, champion: str, chosen: dict[str
             serving_dir, name=name, champion=champion, score=score, example_image=example_png,
             mflops=chosen["mflops"], budget_mflops=figures["compute_budget_mflops"],
             latency_ms=figures["onnx"]["latency_end_to_end"]["p50_ms"],
-            tags={"git_commit": tracking.git_commit(), **tracking.experiment_tags()})
-    if result.alias_moved:
+            tags={"git_commit": tracking.git_commit(), **tracking.experiment_tags()},
+            experiment=experiment)
+    if experiment:
+        print(f"export: registered {name} version {result.version} as '{CHALLENGER}' "
+              f"(experiment {experiment}); '{ALIAS}' stays on version "
+              f"{result.previous_version or 'none'}; `handwriting promote` serves this one",
+              flush=True)
+    elif result.alias_moved:
         print(f"export: registered {name} version {result.version}; alias '{ALIAS}' now "
               f"points to it (previous: {result.previous_version or 'none'})", flush=True)
     else:
         print(f"export: registered {name} version {result.version}; alias '{ALIAS}' stays on "
               f"version {result.previous_version} (validation F1 {result.previous_score:.4f} "
-              f"> {score:.4f}); point it here with `MlflowClient().set_registered_model_alias"
-              f"('{name}', '{ALIAS}', {result.version})` if you want this one served",
+              f"> {score:.4f}); `handwriting promote --version {result.version}` serves "
+              "this one instead",
               flush=True)
 
 
