@@ -52,7 +52,7 @@ def _run(command, tmp_path, env_backend: str | None = None, **env):
 
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory):
-    """A split, params files per engine and probe images; the stages log to its own store."""
+    """A split, params on the JAX engine and probe images; the stages log to its own store."""
     project = tmp_path_factory.mktemp("engines")
     rng = np.random.default_rng(0)
     for subset, count in (("train", 104), ("val", 52)):
@@ -67,9 +67,10 @@ def tiny_project(tmp_path_factory):
     return project
 
 
-def _train_stage(project, engine_name: str, arch: str, out: str) -> str:
+def _train_jax_stage(project, arch: str, out: str) -> str:
+    """The train stage, in a process of its own, on the JAX engine."""
     _run([sys.executable, "-m", "handwriting.stages.train", "--arch", arch,
-          "--params", str(project / f"{engine_name}.yaml"), "--split", str(project / "split"),
+          "--params", str(project / "jax.yaml"), "--split", str(project / "split"),
           "--model", f"{out}/{arch}.keras", "--history", f"{out}/{arch}.csv",
           "--metrics", f"{out}/{arch}.json"], project,
          MLFLOW_TRACKING_URI=f"sqlite:///{(project / 'mlflow.db').as_posix()}",
@@ -81,12 +82,12 @@ def _train_stage(project, engine_name: str, arch: str, out: str) -> str:
 def jax_models(tiny_project) -> list[str]:
     """The train stage's .keras files of every test architecture, trained on JAX (once for the
     module: the determinism and cross-backend tests both read them)."""
-    return [_train_stage(tiny_project, "jax", arch, "jax") for arch in ARCHS]
+    return [_train_jax_stage(tiny_project, arch, "jax") for arch in ARCHS]
 
 
 def test_jax_trains_byte_identical_models_in_two_processes(tiny_project, jax_models):
     for arch, first in zip(ARCHS, jax_models, strict=True):
-        second = _train_stage(tiny_project, "jax", arch, "second")
+        second = _train_jax_stage(tiny_project, arch, "second")
         with open(first, "rb") as a, open(second, "rb") as b:
             assert a.read() == b.read(), f"{arch}: two JAX runs wrote different files"
 

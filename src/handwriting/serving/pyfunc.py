@@ -242,12 +242,11 @@ def register_champion(serving_dir: str | os.PathLike, *, name: str, champion: st
         version_tags[LATENCY_TAG] = f"{latency_ms:.4f}"
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
+    moved = not experiment and should_move_alias(score, previous_score, previous_mflops,
+                                                 budget_mflops)
     if experiment:
         client.set_registered_model_alias(name, CHALLENGER, version)
-        moved = False
-    else:
-        moved = should_move_alias(score, previous_score, previous_mflops, budget_mflops)
-    if moved:
+    elif moved:
         client.set_registered_model_alias(name, ALIAS, version)
     return Registration(name=name, version=version, alias_moved=moved,
                         previous_version=previous_version, previous_score=previous_score,
@@ -270,13 +269,12 @@ def promote(name: str, version: str | None = None) -> tuple[str, str | None]:
 
     client = MlflowClient()
     previous, _, _ = _current_champion(client, name)
+    from_challenger = version is None
     try:
         if version is None:
             version = str(client.get_model_version_by_alias(name, CHALLENGER).version)
-            from_challenger = True
         else:
             client.get_model_version(name, version)
-            from_challenger = False
     except MlflowException:
         what = f"version {version}" if version else f"version with alias '{CHALLENGER}'"
         raise PromotionError(

@@ -151,10 +151,11 @@ def _register(params: Params, serving_dir: Path, champion: str, chosen: dict[str
 
     tracking.configure()
     name = params.export.registered_model
-    experiment = tracking.experiment_tags().get("dvc_exp_name")
+    # The commit and the DVC experiment (if any): on the run and on the registered version.
+    origin = {"git_commit": tracking.git_commit(), **tracking.experiment_tags()}
+    experiment = origin.get("dvc_exp_name")
     with mlflow.start_run(run_name="export"):
-        mlflow.set_tags({"stage": "export", "champion": champion,
-                         "git_commit": tracking.git_commit(), **tracking.experiment_tags()})
+        mlflow.set_tags({"stage": "export", "champion": champion, **origin})
         mlflow.log_params({"champion": champion, "registered_model": name})
         for variant in ("onnx", "int8"):
             part = figures[variant]
@@ -172,8 +173,7 @@ def _register(params: Params, serving_dir: Path, champion: str, chosen: dict[str
             serving_dir, name=name, champion=champion, score=score, example_image=example_png,
             mflops=chosen["mflops"], budget_mflops=figures["compute_budget_mflops"],
             latency_ms=figures["onnx"]["latency_end_to_end"]["p50_ms"],
-            tags={"git_commit": tracking.git_commit(), **tracking.experiment_tags()},
-            experiment=experiment)
+            tags=origin, experiment=experiment)
     if experiment:
         print(f"export: registered {name} version {result.version} as '{CHALLENGER}' "
               f"(experiment {experiment}); '{ALIAS}' stays on version "
