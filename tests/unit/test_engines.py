@@ -114,3 +114,50 @@ def test_array_batches_vary_images_as_the_numbered_tf_data_batches_do():
                               AugmentSettings(), 5, 4)
     np.testing.assert_array_equal(np.round(x[..., 0] * 255).astype(np.uint8), expected)
     assert not np.array_equal(expected, images[:3])
+
+
+COMPILE_TWICE = """
+import os, sys, time
+from handwriting.models.engine import use_engine
+use_engine("jax")
+import jax, jax.numpy as jnp
+print(jax.config.jax_compilation_cache_dir)
+step = jax.jit(lambda x: jnp.tanh(x @ x.T).sum())
+print(float(step(jnp.ones((64, 64)))))
+"""
+
+
+def run_fresh(code: str, env: dict[str, str]) -> list[str]:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout.split()
+
+
+def test_jax_keeps_its_compiled_steps_in_the_cache_folder_and_off_switches_it_off(tmp_path):
+    from handwriting.models.engine import JAX_CACHE_ENV
+
+    folder = tmp_path / "jax"
+    first = run_fresh(COMPILE_TWICE, {JAX_CACHE_ENV: str(folder)})
+    assert first[0] == str(folder) and any(folder.iterdir())
+    kept = sorted(p.name for p in folder.iterdir())
+    again = run_fresh(COMPILE_TWICE, {JAX_CACHE_ENV: str(folder)})
+    assert again == first  # loaded from the cache: the same result, nothing compiled anew
+    assert sorted(p.name for p in folder.iterdir()) == kept
+    off = run_fresh(COMPILE_TWICE, {JAX_CACHE_ENV: "off"})
+    assert off[0] == "None" and off[1] == first[1]
+
+
+def test_the_cache_folders_follow_the_environment(tmp_path, monkeypatch):
+    from handwriting.models.engine import user_cache_folder
+
+    monkeypatch.setenv("SOME_CACHE", str(tmp_path / "here"))
+    assert user_cache_folder("SOME_CACHE", "things") == tmp_path / "here"
+    monkeypatch.setenv("SOME_CACHE", "Off")
+    assert user_cache_folder("SOME_CACHE", "things") is None
+    monkeypatch.delenv("SOME_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert user_cache_folder("SOME_CACHE", "things") == tmp_path / "xdg" / "handwriting" / "things"

@@ -9,6 +9,13 @@ TensorFlow.
 Keras fixes its backend when it is first imported, so a process trains on one backend:
 :func:`use_engine` selects it before that (the train and tune stages call it first thing), and
 refuses, naming the fix, when Keras already runs on another one.
+
+On JAX, every new model (every tuning trial) compiles its train and test steps with XLA, which
+costs more than a short trial's training. :func:`use_engine` therefore switches on JAX's
+persistent compilation cache in :func:`user_cache_folder` (``$HANDWRITING_JAX_CACHE``, else
+``~/.cache/handwriting/jax``; ``off`` switches it off): a step compiled once, in any process,
+is loaded, not compiled again. The cache holds compiled code only, keyed by the computation,
+so it changes the speed, never a result. Safe to delete at any time.
 """
 
 from __future__ import annotations
@@ -16,8 +23,12 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from handwriting.params import ParamsError
+
+JAX_CACHE_ENV = "HANDWRITING_JAX_CACHE"
+OFF = ("off", "0", "false", "no", "none")
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,8 @@ def use_engine(name: str) -> Engine:
     current = running_backend()
     if current is None:
         os.environ["KERAS_BACKEND"] = chosen.backend
+        if chosen.backend == "jax":
+            _compilation_cache()
     elif current != chosen.backend:
         raise EngineError(
             f"engine {name} trains on Keras's {chosen.backend} backend, but Keras already runs "
@@ -70,3 +83,36 @@ def use_engine(name: str) -> Engine:
             f"handwriting.stages.train ...`, or `dvc repro`), or set the engine to one on "
             f"{current} in params.yaml (train.defaults.engine or train.<arch>.engine)")
     return chosen
+
+
+def user_cache_folder(env_var: str, name: str) -> Path | None:
+    """A cache folder: ``$<env_var>`` when set, else ``$XDG_CACHE_HOME/handwriting/<name>``
+    (``~/.cache/handwriting/<name>``); None when ``$<env_var>`` is ``off`` or there is no home
+    folder (a warning names the variable)."""
+    value = os.environ.get(env_var, "").strip()
+    if value.lower() in OFF:
+        return None
+    if value:
+        return Path(value).expanduser()
+    root = os.environ.get("XDG_CACHE_HOME", "").strip()
+    if not root:
+        try:
+            root = str(Path.home() / ".cache")
+        except RuntimeError:  # no HOME and no passwd entry (a container's anonymous user)
+            print(f"warning: no home folder for the {name} cache; set {env_var} to a folder "
+                  "(nothing is kept between processes)", file=sys.stderr, flush=True)
+            return None
+    return Path(root) / "handwriting" / name
+
+
+def _compilation_cache() -> None:
+    """Keep every XLA compilation of this process in the persistent cache (see the module's
+    description), whatever its size or compile time."""
+    folder = user_cache_folder(JAX_CACHE_ENV, "jax")
+    if folder is None:
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

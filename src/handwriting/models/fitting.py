@@ -28,7 +28,7 @@ import numpy as np
 
 from handwriting import labels
 from handwriting.augmentation import AugmentSettings, augment_image
-from handwriting.models.engine import ENGINES, use_engine
+from handwriting.models.engine import ENGINES, use_engine, user_cache_folder
 from handwriting.params import ParamsError
 
 HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
@@ -285,27 +285,13 @@ FEATURE_CACHE_ENV = "HANDWRITING_FEATURE_CACHE"
 # Part of every cache key: bump it when make_dataset's scaling of the images changes (the one
 # input of the features the extractor's own layers and weights do not describe).
 FEATURE_CACHE_VERSION = 1
-_OFF = ("off", "0", "false", "no", "none")
 
 
 def feature_cache_folder() -> Path | None:
     """Where frozen-base features are kept between stages: ``$HANDWRITING_FEATURE_CACHE``, else
     ``$XDG_CACHE_HOME/handwriting/features`` (``~/.cache/handwriting/features``); ``off``
     keeps them in memory only. Safe to delete at any time."""
-    value = os.environ.get(FEATURE_CACHE_ENV, "").strip()
-    if value.lower() in _OFF:
-        return None
-    if value:
-        return Path(value).expanduser()
-    root = os.environ.get("XDG_CACHE_HOME", "").strip()
-    if not root:
-        try:
-            root = str(Path.home() / ".cache")
-        except RuntimeError:  # no HOME and no passwd entry (a container's anonymous user)
-            print(f"warning: no home folder for the feature cache; set {FEATURE_CACHE_ENV} "
-                  "to a folder (features are kept in memory only)", file=sys.stderr, flush=True)
-            return None
-    return Path(root) / "handwriting" / "features"
+    return user_cache_folder(FEATURE_CACHE_ENV, "features")
 
 
 def _leaf_layers(model) -> Iterator:
