@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from handwriting import labels
-from handwriting.datasets import save_arrays
+from handwriting.datasets import load_arrays, save_arrays
 from handwriting.evaluation.crossdata import read_class_folder
 from handwriting.imaging import PreprocessSettings
 from handwriting.params import load_params
@@ -79,9 +79,23 @@ def tiny_project(tmp_path, emnist_dir, monkeypatch):
     return tmp_path
 
 
+def val_answers(root, arch, variant):
+    """Model ``<arch>-<variant>``'s answers on the validation images, by Keras itself."""
+    import keras
+
+    model = keras.models.load_model(root / "models" / arch / f"{variant}.keras")
+    images = load_arrays(root / "split" / "val", "images")["images"]
+    return model.predict(images[..., None].astype(np.float32) / 255.0, verbose=0).argmax(axis=1)
+
+
 @pytest.mark.slow
 def test_evaluate_writes_every_output(tiny_project):
     root = tiny_project
+    # The validation labels become lenet5-tuned's answers on half the images: its tuning gain
+    # there is large (the gru gain is what the random models give).
+    val_labels = np.arange(52)
+    val_labels[:26] = val_answers(root, "lenet5", "tuned")[:26]
+    save_arrays(root / "split" / "val", labels=val_labels)
     results = evaluate.run(load_params(root / "params.yaml"), root / "split", root / "models",
                            root / "metrics" / "train", root / "out" / "evaluate.json",
                            root / "out" / "crossdata.json", root / "out" / "comparison.md",
@@ -122,11 +136,19 @@ def test_evaluate_writes_every_output(tiny_project):
                                                     "merged37_accuracy", "f1_macro",
                                                     "top5_accuracy"}
     assert "merged-37 accuracy" in report
-    # The tuning gain: tuned minus untuned, per architecture, in evaluate.json, the report
-    # and the chart's CSV.
+    # The tuning gain: tuned minus untuned, per architecture, from the model files'
+    # predictions (not the training summaries' 0.625 - 0.5), with a paired interval on each
+    # set, in evaluate.json, the report and the chart's CSV.
+    sets = ("val", "test", "emnist")
     for arch in ("lenet5", "gru"):
         gain, untuned, tuned = (written[arch][k] for k in ("tuning_gain", "untuned", "tuned"))
-        assert gain["val_accuracy"] == 0.125
+        assert list(gain) == sorted(  # evaluate.json's keys are sorted
+            [f"{s}_accuracy{end}" for s in sets for end in ("", "_ci95_low", "_ci95_high")]
+            + ["test_f1_macro"])
+        val_accuracy = {variant: np.mean(val_answers(root, arch, variant) == val_labels)
+                        for variant in ("untuned", "tuned")}
+        assert gain["val_accuracy"] == pytest.approx(
+            val_accuracy["tuned"] - val_accuracy["untuned"], abs=1e-6)
         assert gain["test_accuracy"] == pytest.approx(tuned["accuracy"] - untuned["accuracy"],
                                                       abs=1e-6)
         assert gain["test_f1_macro"] == pytest.approx(tuned["f1_macro"] - untuned["f1_macro"],
@@ -134,12 +156,33 @@ def test_evaluate_writes_every_output(tiny_project):
         assert gain["emnist_accuracy"] == pytest.approx(
             crossdata["emnist"][f"{arch}-tuned"]["accuracy"]
             - crossdata["emnist"][f"{arch}-untuned"]["accuracy"], abs=1e-6)
+        for s in sets:
+            low, high = gain[f"{s}_accuracy_ci95_low"], gain[f"{s}_accuracy_ci95_high"]
+            assert low <= gain[f"{s}_accuracy"] <= high, (arch, s)
     assert "## Tuning gain (tuned minus untuned)" in report
-    assert "| lenet5 | +0.125 |" in report and "| mean of the seed's 2 | +0.125 |" in report
+    assert ("| architecture | validation gain (95 % CI) | test gain (95 % CI) | emnist gain "
+            "(95 % CI) | test macro-F1 gain |") in report
+    lenet5 = written["lenet5"]["tuning_gain"]
+    assert lenet5["val_accuracy"] > 0.3 and lenet5["val_accuracy_ci95_low"] > 0.1
+    cell = (f"{lenet5['val_accuracy']:+.3f} ({lenet5['val_accuracy_ci95_low']:+.3f} to "
+            f"{lenet5['val_accuracy_ci95_high']:+.3f})")
+    assert f"| lenet5 | **{cell}** |" in report  # bold: the whole interval above 0
+    mean = (lenet5["val_accuracy"] + written["gru"]["tuning_gain"]["val_accuracy"]) / 2
+    assert f"| mean of the seed's 2 | {mean:+.3f} |" in report
+    gains = [written[a]["tuning_gain"] for a in ("lenet5", "gru")]
+    beyond = sum(g["val_accuracy_ci95_low"] > 0 for g in gains)
+    at_least = sum(g["emnist_accuracy"] >= 0 for g in gains)
+    assert (f"Tuned beats untuned beyond the interval on validation for {beyond} of 2 "
+            f"architectures; on emnist (52-class accuracy) tuned ≥ untuned for {at_least} of "
+            "2.") in report
+    assert "paired bootstrap" in report
     with (root / "plots" / "tuning_gain.csv").open() as handle:
         bars = list(csv.DictReader(handle))
-    assert len(bars) == 8 and bars[0]["bar"] == "lenet5: val accuracy"
-    assert float(bars[0]["gain"]) == 0.125
+    assert len(bars) == 8 and set(bars[0]) == {"bar", "architecture", "measure", "gain"}
+    assert [b["measure"] for b in bars[:4]] == ["val_accuracy", "test_accuracy",
+                                               "emnist_accuracy", "test_f1_macro"]
+    assert bars[0]["bar"] == "lenet5: val accuracy"
+    assert float(bars[0]["gain"]) == lenet5["val_accuracy"]
     for name in ("explain/lenet5-tuned.png", "explain/gru-untuned.png",
                  "mistakes/ensemble.png", "roc/ensemble.csv", "comparison.csv",
                  "crossdata/emnist.csv"):

@@ -1,11 +1,12 @@
 """Scoring models for the comparison: the compiled fast path, latency, every model's figures on
-a labelled set, the ensemble's, the champion's decision, the per-model files and the report.
-The evaluate stage calls these in order (:mod:`handwriting.stages.evaluate`).
+a labelled set, the ensemble's, the champion's decision, the per-model files, the report and
+each architecture's tuning gain (tuned minus untuned accuracy on the validation split, the test
+split and every cross-dataset set, with a paired-bootstrap 95 % interval). The evaluate stage
+calls these in order (:mod:`handwriting.stages.evaluate`).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from handwriting.evaluation.metrics import (
     bootstrap_intervals,
     classification_metrics,
     confused_pairs,
+    paired_bootstrap_gain,
     per_class_report,
 )
 from handwriting.evaluation.settings import EvaluateSettings
@@ -130,15 +132,19 @@ def unsure_section(unsure: dict[str, Any]) -> str:
 
 def choose_champion(params: Params, split_dir: Path, scores: Scores, weights: list[float] | None,
                     kind: str) -> dict[str, Any]:
-    """Score the champion candidates (the tuned models in ``scores`` and, with a ``kind ==
-    "soft"`` vote, their ensemble) on the validation split, choose by
+    """Predict the validation split with both models of every architecture in ``scores`` (kept
+    as ``scores.val`` for :func:`tuning_gains`), score the champion candidates (the tuned
+    models and, with a ``kind == "soft"`` vote, their ensemble) on it, choose by
     :func:`handwriting.evaluation.champion.choose` and set its "not sure" threshold; returns
     what metrics/champion.json holds."""
     from handwriting.models.cost import mega_multiply_adds
 
     val = load_arrays(split_dir / "val", "images", "labels")
-    tuned = tuned_names(params.train["architectures"])
-    probabilities = {key: scores.predict(key, val["images"]) for key in tuned}
+    archs = params.train["architectures"]
+    scores.val = LabelledPredictions(val["labels"], {key: scores.predict(key, val["images"])
+                                                     for key in model_names(archs)})
+    tuned = tuned_names(archs)
+    probabilities = {key: scores.val.probabilities[key] for key in tuned}
     mflops = {key: mega_multiply_adds(scores.models[key]) for key in tuned}
     if kind == "soft":
         probabilities[champion_policy.ENSEMBLE] = ensembles.soft_vote(
@@ -158,6 +164,12 @@ def choose_champion(params: Params, split_dir: Path, scores: Scores, weights: li
     return {**choice.as_dict(candidates), "unsure": unsure}
 
 
+@dataclass
+class LabelledPredictions:
+    """An image set's true labels and the probabilities of models on it, by model name."""
+
+    labels: np.ndarray
+    probabilities: dict[str, np.ndarray]
 
 
 @dataclass
@@ -165,7 +177,11 @@ class Scores:
     """Every model's figures on the test split, and what produced them, by model name."""
 
     results: dict[str, Any] = field(default_factory=dict)  # evaluate.json's nesting
-    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)  # on the test split
+    # Both models of every architecture on the validation split (choose_champion) and on each
+    # cross-dataset set by its name (score_crossdata): what tuning_gains compares.
+    val: LabelledPredictions | None = None
+    crossdata: dict[str, LabelledPredictions] = field(default_factory=dict)
     predictors: dict[str, Any] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     pretrained: dict[str, bool] = field(default_factory=dict)  # per architecture
@@ -337,7 +353,8 @@ def score_crossdata(params: Params, scores: Scores, settings: EvaluateSettings,
                     ) -> tuple[dict[str, Any], str]:
     """Every model and the ensemble (of the tuned, ``settings.ensemble`` vote) on every folder
     of ``settings.crossdata`` that exists: (crossdata.json's datasets, the report's sections).
-    Adds the champion's "not sure" effect on each to ``decision``."""
+    Adds the champion's "not sure" effect on each to ``decision`` and the models' probabilities
+    on each (not the ensemble's) to ``scores.crossdata``, by the folder's name."""
     from handwriting import tracking
     from handwriting.evaluation.crossdata import read_class_folder
 
@@ -357,6 +374,7 @@ def score_crossdata(params: Params, scores: Scores, settings: EvaluateSettings,
               flush=True)
         member_probs = {key: scores.predict(key, x)
                         for key in model_names(params.train["architectures"])}
+        scores.crossdata[name] = LabelledPredictions(y, dict(member_probs))
         member_probs[champion_policy.ENSEMBLE] = ensembles.vote(
             kind, [member_probs[key] for key in tuned], weights)
         crossdata[name] = {"images": len(x), "skipped": len(skipped)}
@@ -387,46 +405,79 @@ def model_names(architectures: list[str]) -> list[str]:
     return [str(ModelRef(a, v)) for a in architectures for v in VARIANTS]
 
 
-def tuning_gains(scores: Scores, architectures: list[str], train_metrics_dir: Path,
-                 crossdata: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Tuned minus untuned, per architecture: validation accuracy (the training summaries in
-    ``train_metrics_dir``), test accuracy and macro F1, and accuracy on each cross-dataset set."""
+def tuning_gains(scores: Scores, architectures: list[str], test_labels: np.ndarray, *,
+                 seed: int) -> dict[str, dict[str, float]]:
+    """Tuned minus untuned, per architecture, from the models' predictions: the accuracy gain
+    on the validation split (``scores.val``), the test split (``scores.probabilities`` and
+    ``test_labels``) and each cross-dataset set (``scores.crossdata``), in that order, each as
+    ``<set>_accuracy`` with its paired-bootstrap 95 % interval (``<set>_accuracy_ci95_low``/
+    ``_high``, :func:`~handwriting.evaluation.metrics.paired_bootstrap_gain`, ``seed``); then
+    the test macro-F1 gain (``test_f1_macro``, a point difference)."""
+    if scores.val is None:
+        raise ValueError("tuning_gains needs the validation predictions (scores.val): "
+                         "run choose_champion first")
+    sets = {"val": scores.val, "test": LabelledPredictions(test_labels, scores.probabilities),
+            **scores.crossdata}
     gains: dict[str, dict[str, float]] = {}
     for arch in architectures:
-        val = {}
-        for variant in VARIANTS:
-            path = Path(train_metrics_dir) / f"{ModelRef(arch, variant)}.json"
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing; run `dvc repro` to train {arch}")
-            val[variant] = json.loads(path.read_text(encoding="utf-8"))["val_accuracy"]
-        untuned, tuned = scores.results[arch]["untuned"], scores.results[arch]["tuned"]
-        gain = {"val_accuracy": val["tuned"] - val["untuned"],
-                "test_accuracy": tuned["accuracy"] - untuned["accuracy"],
-                "test_f1_macro": tuned["f1_macro"] - untuned["f1_macro"]}
-        for name, figures in crossdata.items():
-            gain[f"{name}_accuracy"] = (figures[f"{arch}-tuned"]["accuracy"]
-                                        - figures[f"{arch}-untuned"]["accuracy"])
-        gains[arch] = {key: round(value, 6) for key, value in gain.items()}
+        untuned, tuned = str(ModelRef(arch, "untuned")), str(ModelRef(arch, "tuned"))
+        gain: dict[str, float] = {}
+        for name, labelled in sets.items():
+            paired = paired_bootstrap_gain(labelled.labels, labelled.probabilities[untuned],
+                                           labelled.probabilities[tuned], seed=seed)
+            gain.update({f"{name}_accuracy": paired["gain"],
+                         f"{name}_accuracy_ci95_low": paired["ci95_low"],
+                         f"{name}_accuracy_ci95_high": paired["ci95_high"]})
+        gain["test_f1_macro"] = round(scores.results[arch]["tuned"]["f1_macro"]
+                                      - scores.results[arch]["untuned"]["f1_macro"], 6)
+        gains[arch] = gain
     return gains
 
 
+def _gain_cell(gain: dict[str, float], measure: str) -> str:
+    """``+0.031 (+0.018 to +0.044)``, in bold when the whole interval is above 0."""
+    low, high = gain[f"{measure}_ci95_low"], gain[f"{measure}_ci95_high"]
+    cell = f"{gain[measure]:+.3f} ({low:+.3f} to {high:+.3f})"
+    return f"**{cell}**" if low > 0 else cell
+
+
 def tuning_gain_section(gains: dict[str, dict[str, float]], plots_dir: Path) -> str:
-    """The report's tuning-gain table (with the mean over the seed's six) and the bar chart's
-    CSV (``tuning_gain.csv``: one bar per architecture and figure)."""
-    measures = list(next(iter(gains.values()))) if gains else []
+    """The report's tuning-gain table (each accuracy gain with its paired 95 % interval, the
+    test macro-F1 gain, the mean over the seed's six as points), the count of architectures
+    whose tuned model wins, and the bar chart's CSV (``tuning_gain.csv``: one bar per
+    architecture and point gain)."""
+    first = next(iter(gains.values()), {})
+    accuracies = [m for m in first if m.endswith("_accuracy")]  # val, test, the crossdata sets
+    measures = [*accuracies, "test_f1_macro"]
+    sets = [m.removesuffix("_accuracy") for m in accuracies]
     seed = [arch for arch in gains if arch in SEED_ARCHITECTURES]
-    rows = [(arch, gains[arch]) for arch in gains]
-    if seed:
-        rows.append((f"mean of the seed's {len(seed)}",
-                     {m: float(np.mean([gains[a][m] for a in seed])) for m in measures}))
     write_csv(plots_dir / "tuning_gain.csv", ["bar", "architecture", "measure", "gain"],
               [(f"{arch}: {m.replace('_', ' ')}", arch, m, gains[arch][m])
                for arch in gains for m in measures])
-    header = " | ".join(m.replace("_", " ") for m in measures)
+    titles = {"val": "validation", "test": "test"}
+    header = "".join(f" {titles.get(s, s)} gain (95 % CI) |" for s in sets)
+    lines = [f"| architecture |{header} test macro-F1 gain |",
+             f"|---|{'---|' * len(measures)}"]
+    lines += [f"| {arch} | " + " | ".join(_gain_cell(gain, m) for m in accuracies)
+              + f" | {gain['test_f1_macro']:+.3f} |" for arch, gain in gains.items()]
+    if seed:
+        lines.append(f"| mean of the seed's {len(seed)} | " + " | ".join(
+            f"{np.mean([gains[a][m] for a in seed]):+.3f}" for m in measures) + " |")
+    count = len(gains)
+    beyond = sum(gain["val_accuracy_ci95_low"] > 0 for gain in gains.values())
+    summary = (f"Tuned beats untuned beyond the interval on validation for {beyond} of {count} "
+               "architectures" + "".join(
+                   f"; on {s} (52-class accuracy) tuned ≥ untuned for "
+                   f"{sum(gain[f'{s}_accuracy'] >= 0 for gain in gains.values())} of {count}"
+                   for s in sets if s not in titles) + ".")
     return ("\n## Tuning gain (tuned minus untuned)\n\n"
-            "Validation accuracy from the training summaries (the tuned model is the search's "
-            "top-rung winner, so it is never below the untuned one there); the rest on the test "
-            "split and the cross-dataset sets. `dvc plots` charts it (`tuning_gain.csv`).\n\n"
-            f"| architecture | {header} |\n|---|{'---|' * len(measures)}\n" +
-            "".join(f"| {name} | " + " | ".join(f"{row[m]:+.3f}" for m in measures) + " |\n"
-                    for name, row in rows))
+            "Accuracy gains of each architecture's tuned model over its untuned one on the "
+            "validation split, the test split and the cross-dataset sets, from the models' own "
+            "predictions, with their 95 % interval: a paired bootstrap, 1,000 resamples of the "
+            "images with the same resampled images for both models, so it is the interval of "
+            "the difference itself. **Bold**: the whole interval is above 0, tuning helped "
+            "beyond the interval. The search chose the tuned model on this validation split, "
+            "so its validation gain is optimistic; the test and cross-dataset gains are not. "
+            "The macro-F1 gain and the mean row are points. `dvc plots` "
+            "charts the points (`tuning_gain.csv`).\n\n" + "\n".join(lines) + "\n\n"
+            + summary + "\n")
