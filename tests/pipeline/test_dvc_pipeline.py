@@ -7,6 +7,7 @@ subsets, validation and test free of augmented images, byte-identical reruns, a 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -181,7 +182,11 @@ def test_tune_stage_and_a_change_reruns_only_that_architecture(repo):
         set(yaml.safe_load((root / "params.yaml").read_text())["tune"]["lenet5"])
     assert (root / "models/lenet5/tuned.keras").is_file()
     summary = json.loads((root / "metrics/train/lenet5-tuned.json").read_text())
-    assert summary["winner"] == best["winner"] and len(summary["rungs"]) == 2
+    assert summary["winner"] == best["winner"] and summary["configurations"] == 2
+    with (root / "plots/tune/lenet5-rungs.csv").open(newline="") as handle:
+        rungs = list(csv.DictReader(handle))
+    assert {row["rung"] for row in rungs} == {"0", "1"}  # both rungs drawn
+    assert {row["configuration"] for row in rungs} == {"untuned", "config-1"}
     assert summary["val_accuracy"] >= summary["untuned_val_accuracy"]
     lenet5_stages = ("train@lenet5", "tune@lenet5")
     assert "up to date" in repo.dvc("status", *lenet5_stages).stdout

@@ -41,7 +41,6 @@ def letters(count: int, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize(("change", "named"), [
     ({"optimizer": "adamw"}, "optimizer must be one of adam, sgd, rmsprop"),
     ({"lr_schedule": "cosin"}, "lr_schedule must be one of constant, cosine"),
-    ({"warmup_epochs": 1}, "warmup_epochs must be 0 with lr_schedule constant"),
     ({"label_smoothing": 1.0}, "label_smoothing must be a number from 0 up to"),
     ({"augment_on_the_fly": 1.5}, "augment_on_the_fly must be a number from 0 to 1"),
     ({"epochs": 0}, "epochs must be at least 1"),
@@ -108,6 +107,14 @@ def test_the_cosine_schedule_warms_up_then_decays_to_zero():
 
 def test_the_constant_schedule_is_the_plain_rate():
     assert learning_rate_schedule(fit_settings(learning_rate=0.003), 10) == 0.003
+
+
+def test_the_constant_schedule_can_warm_up_first():
+    fit = fit_settings(epochs=4, learning_rate=0.003, lr_schedule="constant", warmup_epochs=1)
+    schedule = learning_rate_schedule(fit, steps_per_epoch=10)
+    rates = np.array([float(schedule(step)) for step in range(41)])
+    assert rates[0] == 0.0 and np.all(np.diff(rates[:11]) > 0)
+    np.testing.assert_allclose(rates[10:], 0.003, rtol=1e-6)
 
 
 def test_label_smoothing_reaches_the_loss():

@@ -3,6 +3,7 @@ top rung's model, a seeded search repeating itself, failures, and MLflow's neste
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ import yaml
 from handwriting.models import search
 from handwriting.params import ParamsError, load_params
 from handwriting.stages import train, tune
-from tests.conftest import repo_params
+from tests.conftest import REPO, repo_params
 
 SPACE = {"learning_rate": [0.01, 0.001], "dropout": [0.3, 0.4], "batch_size": [16, 32]}
 
@@ -44,9 +45,20 @@ def untuned_files(tmp_path, params_path, split):
 
 def run_tune(tmp_path, params_path, split, untuned):
     out = tmp_path / "out"
-    files = (out / "best.json", out / "tuned.keras", out / "tuned.csv", out / "tuned.json")
+    files = (out / "best.json", out / "tuned.keras", out / "tuned.csv", out / "tuned.json",
+             out / "rungs.csv")
     summary = tune.run("lenet5", params_path, split, *untuned, *files)
     return summary, files
+
+
+def read_rungs(path):
+    """plots/tune/<arch>-rungs.csv as {rung: {configuration: (score, promoted)}}."""
+    rungs: dict[int, dict[str, tuple[float, bool]]] = {}
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            rungs.setdefault(int(row["rung"]), {})[row["configuration"]] = (
+                float(row["val_accuracy"]), row["promoted"] == "1")
+    return rungs
 
 
 def val_accuracy(model_path, split):
@@ -63,19 +75,22 @@ def val_accuracy(model_path, split):
 def test_the_rung_schedule_grows_data_and_epochs_up_to_the_untuned_budget():
     rungs = search.rung_schedule(settings(), epochs=10)
     assert [(r.share, r.epochs, r.top) for r in rungs] == [
-        (1 / 9, 1, False), (1 / 3, 3, False), (1.0, 10, True)]
+        (1 / 9, 3, False), (1 / 3, 6, False), (1.0, 10, True)]
     assert [(r.share, r.epochs) for r in search.rung_schedule(settings(reduction=2), 8)] == [
-        (0.25, 2), (0.5, 4), (1.0, 8)]
+        (0.25, 4), (0.5, 6), (1.0, 8)]
+    assert search.rung_schedule(settings(), epochs=1)[0].epochs == 1
     (only,) = search.rung_schedule(settings(rungs=1), epochs=6)
     assert (only.share, only.epochs, only.top) == (1.0, 6, True)
 
 
-def test_a_rung_promotes_its_best_share_and_always_the_untuned_configuration():
+def test_a_rung_promotes_its_best_challengers_and_always_the_untuned_configuration():
     scores = {0: 0.10, 1: 0.50, 2: 0.40, 3: 0.45, 4: 0.20, 5: 0.05}
-    assert search.promoted(scores, reduction=3) == [0, 1, 3]
-    assert search.promoted({0: 0.9, 1: 0.5, 2: 0.4}, reduction=3) == [0]
+    assert search.promoted(scores, reduction=3) == [0, 1, 3]  # 2 of 5 challengers
+    # The untuned settings take no challenger's place, even when they score best.
+    assert search.promoted({0: 0.9, 1: 0.5, 2: 0.4}, reduction=3) == [0, 1]
     assert search.promoted({0: 0.1, 1: 0.5, 2: 0.5}, reduction=3) == [0, 1]  # a tie: lower id
     assert search.promoted({1: 0.5, 2: 0.4}, reduction=2) == [1]  # untuned failed
+    assert search.promoted({0: 0.5}, reduction=3) == [0]  # no challenger scored
 
 
 @pytest.mark.parametrize("sampler", ["random", "grid"])
@@ -90,6 +105,88 @@ def test_the_first_configurations_start_with_the_untuned_and_are_seeded_and_dist
     small = {"dropout": [0.3, 0.4, 0.5]}
     drawn = search.first_configurations(settings(sampler=sampler), small, {"dropout": 0.3}, 1)
     assert sorted(c["dropout"] for c in drawn) == [0.3, 0.4, 0.5]
+
+
+def test_ranges_are_drawn_inside_them_on_their_scale_and_seeded():
+    space = {"learning_rate": {"low": 0.0005, "high": 0.01, "log": True},
+             "units": {"low": 32, "high": 128, "step": 32}, "dropout": [0.2, 0.3]}
+    untuned = {"learning_rate": 0.001, "units": 128, "dropout": 0.5}
+    first = search.first_configurations(settings(n_trials=30), space, untuned, seed=3)
+    assert first == search.first_configurations(settings(n_trials=30), space, untuned, seed=3)
+    rates = [c["learning_rate"] for c in first[1:]]
+    assert len(first) == 30 and all(0.0005 <= r <= 0.01 for r in rates)
+    assert np.median(rates) < 0.004  # log scale: half below the geometric middle (~0.0022)
+    assert {c["units"] for c in first[1:]} <= {32, 64, 96, 128}
+    assert all(isinstance(c["units"], int) for c in first[1:])
+    assert search.in_space(0.001, space["learning_rate"]) and not search.in_space(
+        0.02, space["learning_rate"]) and not search.in_space(True, space["units"])
+    assert search.untuned_in_space(untuned, space) is False  # dropout 0.5 is no choice
+
+
+@pytest.mark.parametrize(("spec", "named"), [
+    ([], "must be a non-empty list of choices or a range"),
+    ({"low": 0.1}, "must be a list of choices or a range"),
+    ({"low": 0.1, "high": 0.2, "scale": "log"}, "must be a list of choices or a range"),
+    ({"low": 0.2, "high": 0.1}, "low and high must be numbers with low < high"),
+    ({"low": "a", "high": 0.1}, "low and high must be numbers"),
+    ({"low": 0.0, "high": 0.1, "log": True}, "a log-scale range needs low > 0 and no step"),
+    ({"low": 0.1, "high": 0.5, "log": "yes"}, r"learning_rate\.log must be true or false"),
+    ({"low": 0.1, "high": 0.5, "step": 0}, r"learning_rate\.step must be above 0"),
+    ("0.1", "must be a list of choices or a range"),
+])
+def test_a_bad_space_key_is_named_with_the_fix(tmp_path, spec, named):
+    path = write_params(tmp_path, lenet5={"learning_rate": spec})
+    with pytest.raises(ParamsError, match=named) as raised:
+        search.tune_settings(load_params(path), "lenet5")
+    assert "tune.lenet5.learning_rate" in str(raised.value)
+
+
+def test_the_grid_sampler_needs_lists(tmp_path):
+    path = write_params(tmp_path, sampler="grid",
+                        lenet5={"learning_rate": {"low": 0.001, "high": 0.01, "log": True}})
+    with pytest.raises(ParamsError, match=r"tune\.lenet5\.learning_rate is a range, and the "
+                                          "grid sampler needs a list of choices"):
+        search.tune_settings(load_params(path), "lenet5")
+
+
+def test_the_default_spaces_are_valid_and_tpe_is_the_default():
+    import dataclasses
+
+    params = load_params(REPO / "params.yaml")
+    assert params.tune["sampler"] == "tpe"
+    random = dataclasses.replace(search.TuneSettings.from_params(params), sampler="random")
+    for arch in params.train["architectures"]:
+        _, space = search.tune_settings(params, arch)
+        untuned = search.untuned_configuration(params, arch, space)  # each key has a value
+        for config in search.first_configurations(random, space, untuned, seed=0)[1:]:
+            search.chosen_settings(params, arch, config)  # every draw is a valid recipe
+
+
+def test_whole_batches_drop_a_seeded_few_rows():
+    images, ids = np.arange(70).reshape(70, 1, 1), np.arange(70) % 7
+    kept, kept_ids = search.whole_batches(images, ids, 32, seed=1)
+    assert len(kept) == 64 and np.array_equal(kept[:, 0, 0] % 7, kept_ids)  # rows stay paired
+    assert np.all(np.diff(kept[:, 0, 0]) > 0)  # the order kept, no row twice
+    assert np.array_equal(search.whole_batches(images, ids, 32, seed=1)[0], kept)
+    assert len(search.whole_batches(images, ids, 35, 1)[0]) == 70  # already whole
+    assert len(search.whole_batches(images[:20], ids[:20], 32, 1)[0]) == 20  # under one batch
+
+
+def test_rank_correlations_and_the_rung_rows():
+    rungs = [{"index": 0, "share": 1 / 9, "epochs": 1, "promoted": [0, 2],
+              "scores": {"0": 0.1, "1": 0.3, "2": 0.5, "3": 0.2}},
+             {"index": 1, "share": 1 / 3, "epochs": 3, "promoted": [0, 2],
+              "scores": {"0": 0.4, "1": 0.6, "2": 0.7}},
+             {"index": 2, "share": 1.0, "epochs": 10, "promoted": [],
+              "scores": {"0": 0.8, "2": 0.85}}]
+    assert tune.rank_correlations(rungs) == {"0-1": 1.0, "1-2": None}  # 2 shared: no rank
+    rungs[1]["scores"] = {"0": 0.7, "1": 0.6, "2": 0.4}
+    assert tune.rank_correlations(rungs)["0-1"] == -1.0
+    rows = tune.rung_rows(rungs)
+    assert [r[1:5] for r in rows[:4]] == [(0, "untuned", 0.1, 1), (0, "config-1", 0.3, 0),
+                                          (0, "config-2", 0.5, 1), (0, "config-3", 0.2, 0)]
+    assert rows[2][0] == "rung 0 (11% of the data for 1 epochs): config-2 (promoted)"
+    assert len(rows) == 4 + 3 + 2
 
 
 def test_tpe_configurations_are_drawn_when_a_worker_takes_them():
@@ -124,7 +221,7 @@ def test_bad_settings_are_clear_errors(tmp_path):
                    "--untuned-history", str(out / "u.csv"), "--untuned-metrics",
                    str(out / "u.json"), "--best-params", str(out / "b.json"),
                    "--model", str(out / "m.keras"), "--history", str(out / "h.csv"),
-                   "--metrics", str(out / "m.json")])
+                   "--metrics", str(out / "m.json"), "--rungs", str(out / "r.csv")])
 
 
 def test_a_bad_untuned_history_fails_before_the_search(tmp_path):
@@ -139,7 +236,7 @@ def test_a_bad_untuned_history_fails_before_the_search(tmp_path):
                    "--untuned-history", str(out / "u.csv"), "--untuned-metrics",
                    str(out / "u.json"), "--best-params", str(out / "b.json"),
                    "--model", str(out / "m.keras"), "--history", str(out / "h.csv"),
-                   "--metrics", str(out / "m.json")])
+                   "--metrics", str(out / "m.json"), "--rungs", str(out / "r.csv")])
     assert sorted(p.name for p in out.iterdir()) == ["u.csv", "u.json", "u.keras"]
 
 
@@ -162,18 +259,19 @@ def test_the_untuned_configuration_runs_at_every_rung_and_the_winner_is_the_top_
     summary_path = untuned[2]
     weak = {**json.loads(summary_path.read_text()), "val_accuracy": 0.0}
     summary_path.write_text(json.dumps(weak))
-    summary, (best, model, history, metrics) = run_tune(tmp_path, params_path, tiny_split,
-                                                        untuned)
-    rungs = summary["rungs"]
-    assert [(r["share"], r["epochs"], r["top"]) for r in rungs] == [(0.5, 2, False),
-                                                                    (1.0, 3, True)]
-    assert sorted(rungs[0]["scores"]) == ["0", "1", "2", "3"]
-    assert 0 in rungs[0]["promoted"] and "0" in rungs[1]["scores"]
-    assert rungs[1]["scores"]["0"] == 0.0  # the untuned model's (rewritten) figure
-    assert set(rungs[1]["scores"]) == {str(c) for c in rungs[0]["promoted"]}
+    summary, (best, model, history, metrics, rungs_csv) = run_tune(tmp_path, params_path,
+                                                                   tiny_split, untuned)
+    rungs = read_rungs(rungs_csv)
+    assert sorted(rungs) == [0, 1] and "rungs" not in summary
+    assert sorted(rungs[0]) == ["config-1", "config-2", "config-3", "untuned"]
+    assert rungs[0]["untuned"][1] and "untuned" in rungs[1]
+    assert rungs[1]["untuned"][0] == 0.0  # the untuned model's (rewritten) figure
+    assert set(rungs[1]) == {name for name, (_, up) in rungs[0].items() if up}
+    assert len(rungs[1]) == 1 + 2  # the untuned settings and the best half of 3 challengers
+    assert summary["configurations"] == 4 and summary["top_rung_configurations"] == 3
+    assert set(summary["rung_rank_correlation"]) == {"0-1"}
     assert summary["winner"] != "untuned-settings"
-    winner = summary["winner"].removeprefix("config-")
-    assert summary["val_accuracy"] == pytest.approx(rungs[1]["scores"][winner], abs=1e-6)
+    assert summary["val_accuracy"] == pytest.approx(rungs[1][summary["winner"]][0], abs=1e-6)
     # The tuned model is that top-rung model: it scores what the search recorded.
     assert val_accuracy(model, tiny_split) == pytest.approx(summary["val_accuracy"], abs=1e-6)
     written = json.loads(best.read_text())
@@ -185,7 +283,7 @@ def test_the_untuned_configuration_runs_at_every_rung_and_the_winner_is_the_top_
     runs = client.search_runs([client.get_experiment_by_name("handwriting").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("variant") == "search"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    trained = len(rungs[0]["scores"]) + len(rungs[1]["scores"]) - 1  # untuned's top: reused
+    trained = len(rungs[0]) + len(rungs[1]) - 1  # untuned's top: reused
     assert len(children) == trained == summary["trials"] - 1
     assert {c.data.tags["state"] for c in children} == {"complete"}
     assert parent.data.tags["winner"] == summary["winner"]
@@ -200,8 +298,10 @@ def test_when_the_untuned_settings_win_the_tuned_model_is_the_untuned_one(
     untuned = untuned_files(tmp_path, params_path, tiny_split)
     strong = {**json.loads(untuned[2].read_text()), "val_accuracy": 1.0}
     untuned[2].write_text(json.dumps(strong))
-    summary, (best, model, history, _) = run_tune(tmp_path, params_path, tiny_split, untuned)
-    assert summary["winner"] == "untuned-settings" and summary["rungs"][-1]["scores"]["0"] == 1
+    summary, (best, model, history, _, rungs_csv) = run_tune(tmp_path, params_path, tiny_split,
+                                                             untuned)
+    assert summary["winner"] == "untuned-settings"
+    assert read_rungs(rungs_csv)[1]["untuned"][0] == 1
     assert summary["tuning_gain_val_accuracy"] == 0.0
     assert json.loads(best.read_text())["settings"] == {"learning_rate": 0.001,
                                                         "dropout": 0.3, "batch_size": 32}
@@ -249,7 +349,8 @@ def test_failing_trials_do_not_end_the_search_and_all_failed_is_a_clear_error(
     assert result.trials["fail"] == 4 and result.config["dropout"] == 0.3
 
     params = load_params(write_params(tmp_path, lenet5={"learning_rate": [1e12],
-                                                        "optimizer": ["sgd"]}, n_trials=2))
+                                                        "optimizer": ["sgd"]}, n_trials=2,
+                                         sampler="random"))
     values = yaml.safe_load((tmp_path / "params.yaml").read_text())
     values["train"]["lenet5"].update(learning_rate=1e12, optimizer="sgd")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))

@@ -40,11 +40,12 @@ LR_SCHEDULES = ("constant", "cosine")
 class FitSettings:
     """How one model is trained: ``train.defaults`` merged with ``train.<arch>``.
 
-    ``lr_schedule`` "cosine" warms the learning rate up linearly from 0 over ``warmup_epochs``,
-    then decays it along a cosine to 0 at the last epoch. ``augment_on_the_fly`` is the share of
-    training images replaced, in every epoch, by a fresh random variant (0: off). ``engine``
-    is what computes the steps (:mod:`handwriting.models.engine`): it changes the speed, and
-    the last bits of the weights, not the recipe.
+    The learning rate warms up linearly from 0 over ``warmup_epochs``, then stays
+    (``lr_schedule`` "constant") or decays along a cosine to 0 at the last epoch ("cosine").
+    ``augment_on_the_fly`` is the share of training images replaced, in every epoch, by a
+    fresh random variant (0: off). ``engine`` is what computes the steps
+    (:mod:`handwriting.models.engine`): it changes the speed, and the last bits of the
+    weights, not the recipe.
     """
 
     epochs: int
@@ -76,9 +77,6 @@ class FitSettings:
             raise fail("optimizer", f"one of {', '.join(OPTIMIZERS)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise fail("lr_schedule", f"one of {', '.join(LR_SCHEDULES)}")
-        if self.warmup_epochs and self.lr_schedule == "constant":
-            raise fail("warmup_epochs", "0 with lr_schedule constant (warm-up is part of the "
-                                        "cosine schedule)")
         if not _is_number(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
             raise fail("label_smoothing", "a number from 0 up to (not including) 1")
         if not _is_number(self.augment_on_the_fly) or not 0 <= self.augment_on_the_fly <= 1:
@@ -235,17 +233,20 @@ def make_optimizer(name: str, learning_rate):
 
 
 def learning_rate_schedule(fit: FitSettings, steps_per_epoch: int):
-    """The learning rate of ``fit``: a number, or the cosine schedule with linear warm-up
-    over ``fit.epochs`` epochs of ``steps_per_epoch`` steps."""
+    """The learning rate of ``fit`` over ``fit.epochs`` epochs of ``steps_per_epoch`` steps: a
+    number (constant, no warm-up), else Keras's cosine schedule, whose linear warm-up leads
+    to a cosine decay to 0, or to a constant rate (``alpha=1``: the decay ends where it
+    starts)."""
     import keras
 
-    if fit.lr_schedule == "constant":
-        return fit.learning_rate
     warmup = min(fit.warmup_epochs, fit.epochs - 1) * steps_per_epoch
+    if fit.lr_schedule == "constant" and warmup == 0:
+        return fit.learning_rate
     total = fit.epochs * steps_per_epoch
+    alpha = 1.0 if fit.lr_schedule == "constant" else 0.0
     if warmup == 0:
         return keras.optimizers.schedules.CosineDecay(fit.learning_rate, total)
-    return keras.optimizers.schedules.CosineDecay(0.0, total - warmup,
+    return keras.optimizers.schedules.CosineDecay(0.0, total - warmup, alpha=alpha,
                                                   warmup_target=fit.learning_rate,
                                                   warmup_steps=warmup)
 
@@ -398,8 +399,10 @@ class FeatureCache:
 def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
               val: tuple[np.ndarray, np.ndarray], seed: int,
               augmentation: AugmentSettings | None = None, callbacks: list | None = None,
-              cache: FeatureCache | None = None, verbose: int = 2) -> dict[str, list[float]]:
-    """Compile and train ``model`` for ``fit.epochs`` epochs; returns the Keras history.
+              cache: FeatureCache | None = None, verbose: int = 2,
+              validation_freq: int = 1) -> dict[str, list[float]]:
+    """Compile and train ``model`` for ``fit.epochs`` epochs; returns the Keras history
+    (validated every ``validation_freq`` epochs).
 
     ``augmentation`` holds the ranges of the on-the-fly variants (needed when
     ``fit.augment_on_the_fly`` is above 0). A frozen VGG-16 base computes the same features in
@@ -422,7 +425,8 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
         # shuffle=False: the batches come shuffled (Keras cannot shuffle a generator).
         return model.fit(data, epochs=fit.epochs, steps_per_epoch=steps, shuffle=False,
                          validation_data=_validation_data(fit, val, seed),
-                         verbose=verbose, callbacks=callbacks).history
+                         validation_freq=validation_freq, verbose=verbose,
+                         callbacks=callbacks).history
     if fit.augment_on_the_fly:
         raise ParamsError(f"augment_on_the_fly must be 0 for {model.name}: its frozen VGG-16 "
                           "base sees each image once (cached features); set "
@@ -439,7 +443,7 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
     return head.fit(cache.get(features, train[0], seed),
                     keras.utils.to_categorical(train[1], labels.NUM_CLASSES),
                     batch_size=fit.batch_size, epochs=fit.epochs, shuffle=True,
-                    verbose=verbose, callbacks=callbacks,
+                    verbose=verbose, callbacks=callbacks, validation_freq=validation_freq,
                     validation_data=(cache.get(features, val[0], seed),
                                      keras.utils.to_categorical(val[1], labels.NUM_CLASSES))
                     ).history

@@ -2,13 +2,23 @@
 growing budget, with Optuna studies holding the trials so that several workers can share them.
 
 The schedule (:func:`rung_schedule`): ``tune.n_trials`` configurations start at the lowest rung;
-rung ``r`` of ``R`` (``tune.rungs``) trains on ``tune.reduction ** -(R-1-r)`` of the training
-split for as large a share of the untuned epochs, and each rung promotes its best
-``1 / tune.reduction`` (at least one) to the next. Configuration 0 is the untuned settings: it
-is promoted at every rung whatever its score, and at the top rung (all the training data, the
-untuned epochs) its result *is* the untuned model of ``train@<arch>`` (training is
-deterministic, so training it again would give the same weights). The tuned model is the best
-top-rung model, so it is never worse than the untuned one on validation.
+rung ``r`` of ``R`` (``tune.rungs``) trains on a share ``s = tune.reduction ** -(R-1-r)`` of the
+training split for ``sqrt(s)`` of the untuned epochs (lower rungs: whole batches, validated
+after the last epoch), and each rung promotes the best ``1 / tune.reduction`` of its
+challengers (at least one) to the next. Configuration 0 is the untuned settings: it is
+promoted at every rung whatever its score, without taking a challenger's place, and at the
+top rung (all the training data, the untuned epochs) its result *is* the untuned model of
+``train@<arch>`` (training is deterministic, so training it again would give the same
+weights). The tuned model is the best top-rung model, so it is never worse than the untuned
+one on validation, and at least one challenger always gets the full budget.
+
+The space of a key is a list of choices or a range (``{low, high, log, step}``); the sampler
+(``tune.sampler``) is Optuna's TPE by default (its first :data:`TPE_STARTUP` draws random, then
+drawn where the finished lowest-rung trials scored well), or its random or grid sampler. The
+rung scheme is the project's own rather than Optuna's pruners: the untuned settings must run
+at every rung and be adopted, not retrained, at the top, and a rung's decisions wait for all
+its trials (Optuna's asynchronous halving decides by finishing order, so two workers would not
+give the same search twice).
 
 Each rung is one Optuna study (``<arch>-<fingerprint>-rung<r>``) in ``tune.storage``: in memory
 for one worker, or any Optuna RDB URL (a temporary SQLite file when ``tune.workers`` > 1 and no
@@ -107,20 +117,76 @@ class TuneSettings:
 SEARCH_SETTINGS = tuple(f.name for f in dataclasses.fields(TuneSettings))
 
 
-def tune_settings(params: Params, arch: str) -> tuple[TuneSettings, dict[str, list]]:
-    """(search settings, search space of ``arch``) from the ``tune`` params."""
+Space = dict[str, Any]  # per key: a list of choices, or a range {low, high, log, step}
+RANGE_KEYS = {"low", "high", "log", "step"}
+
+
+def tune_settings(params: Params, arch: str) -> tuple[TuneSettings, Space]:
+    """(search settings, search space of ``arch``) from the ``tune`` params.
+
+    A key of the space is a list of choices, or a range ``{low: 0.0003, high: 0.01, log:
+    true}`` (``log``: drawn on a log scale; ``step``: only multiples of it above ``low``;
+    whole numbers for ``low``, ``high`` and ``step`` draw whole numbers). The grid sampler
+    needs lists."""
     settings = TuneSettings.from_params(params)
     space = (params.tune or {}).get(arch)
     if not isinstance(space, dict) or not space:
         raise ParamsError(f"params.yaml has no search space tune.{arch}; add one, e.g. "
-                          "{learning_rate: [0.01, 0.001], batch_size: [32, 64]}")
-    for key, choices in space.items():
-        if not isinstance(choices, list) or not choices:
-            raise ParamsError(f"tune.{arch}.{key} must be a non-empty list of choices")
+                          "{learning_rate: {low: 0.0003, high: 0.01, log: true}, "
+                          "batch_size: [32, 64]}")
+    for key, spec in space.items():
+        _check_key(f"tune.{arch}.{key}", spec)
+        if settings.sampler == "grid" and not isinstance(spec, list):
+            raise ParamsError(f"tune.{arch}.{key} is a range, and the grid sampler needs a "
+                              "list of choices: write the points as a list, or set "
+                              "tune.sampler to tpe or random")
     if "engine" in space:
         raise ParamsError(f"tune.{arch}.engine: the engine changes the speed, not the model, "
                           f"so it is no hyperparameter; remove it and set train.{arch}.engine")
     return settings, space
+
+
+def _check_key(where: str, spec: Any) -> None:
+    """A ParamsError naming ``where`` unless ``spec`` is a non-empty list or a valid range."""
+    if isinstance(spec, list):
+        if not spec:
+            raise ParamsError(f"{where} must be a non-empty list of choices or a range "
+                              "{low: ..., high: ..., log: true|false}")
+        return
+    if not isinstance(spec, dict) or not {"low", "high"} <= set(spec) \
+            or not set(spec) <= RANGE_KEYS:
+        raise ParamsError(f"{where} must be a list of choices or a range {{low: ..., high: "
+                          f"..., log: true|false, step: ...}}, got {spec!r}")
+    low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
+    numbers = [v for v in (low, high, step) if v is not None]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers) \
+            or not low < high:
+        raise ParamsError(f"{where}: low and high must be numbers with low < high, got "
+                          f"low={low!r}, high={high!r}")
+    if not isinstance(log, bool):
+        raise ParamsError(f"{where}.log must be true or false, got {log!r}")
+    if log and (low <= 0 or step is not None):
+        raise ParamsError(f"{where}: a log-scale range needs low > 0 and no step")
+    if step is not None and not step > 0:
+        raise ParamsError(f"{where}.step must be above 0, got {step!r}")
+
+
+def suggest(trial, key: str, spec: Any) -> Any:
+    """Draw ``key`` from its choices or range with Optuna's ``trial``."""
+    if isinstance(spec, list):
+        return trial.suggest_categorical(key, spec)
+    low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
+    if all(isinstance(v, int) for v in (low, high, step if step is not None else 1)):
+        return trial.suggest_int(key, low, high, step=step or 1, log=log)
+    return trial.suggest_float(key, low, high, step=step, log=log)
+
+
+def in_space(value: Any, spec: Any) -> bool:
+    """Whether ``value`` is one of the choices or inside the range of ``spec``."""
+    if isinstance(spec, list):
+        return value in spec
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and spec["low"] <= value <= spec["high"]
 
 
 @dataclass(frozen=True)
@@ -134,25 +200,31 @@ class Rung:
 
 
 def rung_schedule(settings: TuneSettings, epochs: int) -> list[Rung]:
-    """The budgets, lowest first: rung ``r`` trains on ``reduction ** -(rungs-1-r)`` of the
-    data for that share of ``epochs`` (at least 1); the top rung is all the data, ``epochs``."""
+    """The budgets, lowest first: rung ``r`` trains on a share ``s = reduction ** -(rungs-1-r)``
+    of the data for ``sqrt(s)`` of ``epochs`` (at least 1); the top rung is all the data,
+    ``epochs``. Shrinking the data and the epochs alike keeps enough steps at a small budget
+    for the learning rate, its schedule and the batch size to show their effect (a lowest
+    rung of one epoch on a ninth of the data scored every configuration near chance)."""
     rungs = []
     for index in range(settings.rungs):
         shrink = float(settings.reduction) ** -(settings.rungs - 1 - index)
-        rungs.append(Rung(index, shrink, max(1, round(epochs * shrink)),
+        rungs.append(Rung(index, shrink, max(1, round(epochs * math.sqrt(shrink))),
                           top=index == settings.rungs - 1))
     return rungs
 
 
 def promoted(scores: dict[int, float], reduction: int) -> list[int]:
-    """The configurations a rung promotes: its best ``1 / reduction`` (at least one; ties go to
-    the lower id) and the untuned configuration whatever its score, in id order."""
-    ranked = sorted(scores, key=lambda cid: (-scores[cid], cid))
-    best = ranked[:max(1, math.ceil(len(ranked) / reduction))]
+    """The configurations a rung promotes: the best ``1 / reduction`` of its challengers (at
+    least one; ties go to the lower id) and the untuned configuration whatever its score, in
+    id order. The untuned one takes no challenger's place, so a challenger always reaches
+    the top rung."""
+    challengers = sorted((cid for cid in scores if cid != UNTUNED),
+                         key=lambda cid: (-scores[cid], cid))
+    best = challengers[:max(1, math.ceil(len(challengers) / reduction))]
     return sorted(set(best) | ({UNTUNED} if UNTUNED in scores else set()))
 
 
-def untuned_configuration(params: Params, arch: str, space: dict[str, list]) -> dict[str, Any]:
+def untuned_configuration(params: Params, arch: str, space: Space) -> dict[str, Any]:
     """The untuned settings of ``arch`` for the keys of its search space."""
     fit, hparams = arch_settings(params, arch)
     untuned = {**vars(fit), **hparams}
@@ -163,7 +235,7 @@ def untuned_configuration(params: Params, arch: str, space: dict[str, list]) -> 
     return {key: untuned[key] for key in space}
 
 
-def first_configurations(settings: TuneSettings, space: dict[str, list],
+def first_configurations(settings: TuneSettings, space: Space,
                          untuned: dict[str, Any], seed: int) -> list[dict[str, Any] | None]:
     """The lowest rung's configurations: the untuned one, then ``n_trials - 1`` drawn by the
     seeded sampler (random: distinct when the space allows; grid: distinct grid points in
@@ -174,8 +246,9 @@ def first_configurations(settings: TuneSettings, space: dict[str, list],
     wanted = settings.n_trials - 1
     if settings.sampler == "tpe":
         return [untuned, *[None] * wanted]
-    size = math.prod(len(choices) for choices in space.values())
-    wanted = min(wanted, size - untuned_in_space(untuned, space))
+    if all(isinstance(spec, list) for spec in space.values()):
+        size = math.prod(len(choices) for choices in space.values())
+        wanted = min(wanted, size - untuned_in_space(untuned, space))
     sampler = (optuna.samplers.GridSampler(space, seed=seed) if settings.sampler == "grid"
                else optuna.samplers.RandomSampler(seed=seed))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -183,7 +256,7 @@ def first_configurations(settings: TuneSettings, space: dict[str, list],
     configurations: list[dict[str, Any] | None] = [untuned]
 
     def draw(trial) -> float:
-        drawn = {key: trial.suggest_categorical(key, choices) for key, choices in space.items()}
+        drawn = {key: suggest(trial, key, spec) for key, spec in space.items()}
         if drawn not in configurations:
             configurations.append(drawn)
         if len(configurations) > wanted:
@@ -195,12 +268,12 @@ def first_configurations(settings: TuneSettings, space: dict[str, list],
     return configurations
 
 
-def untuned_in_space(untuned: dict[str, Any], space: dict[str, list]) -> bool:
-    """Whether the untuned settings are one of the space's grid points."""
-    return all(untuned[key] in choices for key, choices in space.items())
+def untuned_in_space(untuned: dict[str, Any], space: Space) -> bool:
+    """Whether the untuned settings are a point of the space."""
+    return all(in_space(untuned[key], spec) for key, spec in space.items())
 
 
-def fingerprint(settings: TuneSettings, space: dict[str, list], params: Params, arch: str,
+def fingerprint(settings: TuneSettings, space: Space, params: Params, arch: str,
                 arrays: list[np.ndarray]) -> str:
     """A short hash of everything a trial's result depends on: a study kept in a persistent
     storage is only reused for the same settings, space, recipe and data."""
@@ -269,8 +342,7 @@ def study_name(arch: str, key: str, rung: Rung) -> str:
     return f"{arch}-{key}-rung{rung.index}"
 
 
-def queue(study, configurations: dict[int, dict[str, Any] | None],
-          space: dict[str, list]) -> None:
+def queue(study, configurations: dict[int, dict[str, Any] | None], space: Space) -> None:
     """Queue each configuration not yet in ``study`` (done, waiting or running) as a waiting
     trial carrying its id (a persistent study picks up where it stopped)."""
     from optuna.trial import TrialState
@@ -284,7 +356,7 @@ def queue(study, configurations: dict[int, dict[str, Any] | None],
         fixed = {}
         if config is not None:
             attrs["config"] = config
-            fixed = {k: v for k, v in config.items() if v in space[k]}
+            fixed = {k: v for k, v in config.items() if in_space(v, space[k])}
         study.enqueue_trial(fixed, user_attrs=attrs, skip_if_exists=False)
 
 
@@ -321,7 +393,7 @@ class TrialContext:
     arch: str
     params: Params
     settings: TuneSettings
-    space: dict[str, list]
+    space: Space
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
     cache: FeatureCache = dataclasses.field(default_factory=FeatureCache)
@@ -359,6 +431,18 @@ def subsample(images: np.ndarray, class_ids: np.ndarray, fraction: float,
                          for c in range(labels.NUM_CLASSES)) if len(rows)]
     chosen = np.sort(np.concatenate(keep))
     return images[chosen], class_ids[chosen]
+
+
+def whole_batches(images: np.ndarray, class_ids: np.ndarray, batch_size: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows less a seeded random few, so that they fill whole batches of ``batch_size``
+    (all of them when they already do, or when there are fewer than one batch)."""
+    extra = len(images) % batch_size
+    if extra == 0 or len(images) < batch_size:
+        return images, class_ids
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.permutation(len(images))[:len(images) - extra])
+    return images[keep], class_ids[keep]
 
 
 def _nan_guard(label: str):
@@ -413,13 +497,12 @@ def run_trial(trial, context: TrialContext) -> float:
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     config = trial.user_attrs.get("config")
     if config is None:  # a TPE slot: the sampler draws it now
-        config = {key: trial.suggest_categorical(key, choices)
-                  for key, choices in context.space.items()}
+        config = {key: suggest(trial, key, spec) for key, spec in context.space.items()}
         trial.set_user_attr("config", config)
     else:
         for key, value in config.items():  # records the params Optuna knows
-            if value in context.space[key]:
-                trial.suggest_categorical(key, context.space[key])
+            if in_space(value, context.space[key]):
+                suggest(trial, key, context.space[key])
     params, arch = context.params, context.arch
     fit, hparams = chosen_settings(params, arch, config, epochs=rung.epochs)
     seed = params.base.seed
@@ -441,6 +524,8 @@ def run_trial(trial, context: TrialContext) -> float:
             # head trains fast: its budget is the epochs alone.
             data = (context.train if frozen_feature_split(model) is not None
                     else subsample(*context.train, rung.share, seed))
+            if not rung.top:  # whole batches only: a short last batch is one more compile
+                data = whole_batches(*data, fit.batch_size, seed)
             callbacks = [mlflow_epoch_logger(), _nan_guard(label)]
             scratch = context.scratch
             if rung.top:
@@ -449,9 +534,12 @@ def run_trial(trial, context: TrialContext) -> float:
                 weights = scratch / f"config-{cid}.weights.h5"
                 callbacks += top_rung_callbacks(fit, context.settings.patience,
                                                 weights)
+            # A lower rung is scored after its last epoch only: validating every epoch
+            # would cost more than a short trial's training.
             history = fit_model(model, fit, train=data, val=context.val, seed=seed,
                                 cache=context.cache, augmentation=variant_ranges(params, fit),
-                                verbose=0, callbacks=callbacks)
+                                verbose=0, callbacks=callbacks,
+                                validation_freq=1 if rung.top else rung.epochs)
         except Exception as error:  # recorded as failed; Optuna's catch goes on
             mlflow.set_tags({"state": "failed",
                              "error": f"{type(error).__name__}: {error}"[:500]})
@@ -582,14 +670,17 @@ def _fail_stale(study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def make_sampler(name: str, space: dict[str, list], seed: int):
+TPE_STARTUP = 4  # TPE's first draws are random; it models the scores after this many
+
+
+def make_sampler(name: str, space: Space, seed: int):
     """A seeded Optuna sampler: the same params give the same configurations."""
     import optuna
 
     if name == "grid":
         return optuna.samplers.GridSampler(space, seed=seed)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -680,7 +771,8 @@ def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: 
                                                    for c, v in sorted(scores.items())},
                           "promoted": keep,
                           "wall_seconds": round(time.perf_counter() - started, 1)})
-            print(f"tune: {arch} rung {rung.index}: {len(scores)} configuration(s) scored"
+            print(f"tune: {arch} rung {rung.index}: {len(scores)} configuration(s) scored in "
+                  f"{rungs[-1]['wall_seconds']:.0f} s"
                   + (f"; promoted {keep}" if keep else ""), flush=True)
             configs = {cid: known[cid] for cid in keep}
         if url is not None:
@@ -699,7 +791,7 @@ def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: 
     return SearchResult(winner, config, scores[winner], rungs, counts)
 
 
-def _add_untuned_result(study, untuned: dict[str, Any], space: dict[str, list],
+def _add_untuned_result(study, untuned: dict[str, Any], space: Space,
                         val_accuracy: float, arch: str) -> None:
     """Configuration 0 at the top rung: the untuned model's validation accuracy."""
     import optuna

@@ -1,15 +1,19 @@
 """Stage tune@<arch>: a successive-halving search whose winner is a fully trained model.
 
 ``tune.n_trials`` configurations of the architecture's search space (``tune.<arch>``; drawn by
-the seeded ``tune.sampler``: random, grid or tpe) start on a small share of the training split
-for a few epochs; each rung keeps the best ``1 / tune.reduction`` and trains them on
-``tune.reduction`` times the data and epochs, up to the top rung: all the training data for the
-untuned model's epochs, with early stopping on validation loss (best epoch restored), a
-best-epoch checkpoint and learning-rate reduction on plateaus. Configuration 0, the untuned
-settings, takes part at every rung; at the top it is the untuned model itself. The tuned model
-is the top rung's best, so it is never worse than the untuned one on validation; when the
-untuned settings win, the tuned model is the untuned one and the metrics say
-``winner: untuned-settings``.
+the seeded ``tune.sampler``: tpe, random or grid) start on a small share of the training split
+for a few epochs; each rung keeps the best ``1 / tune.reduction`` of its challengers and trains
+them on ``tune.reduction`` times the data (and more epochs), up to the top rung: all the
+training data for the untuned model's epochs, with early stopping on validation loss (best
+epoch restored), a best-epoch checkpoint and learning-rate reduction on plateaus.
+Configuration 0, the untuned settings, takes part at every rung; at the top it is the untuned
+model itself. The tuned model is the top rung's best, so it is never worse than the untuned
+one on validation; when the untuned settings win, the tuned model is the untuned one and the
+metrics say ``winner: untuned-settings``.
+
+Every trial's score is drawn by ``dvc plots`` (``plots/tune/<arch>-rungs.csv``: one bar per
+configuration and rung), and the metrics give the Spearman rank correlation of the scores of
+the configurations two neighbouring rungs share: how well a cheap rung predicts the next.
 
 MLflow gets a parent run per search and a nested run per trial. With ``tune.workers`` > 1 the
 lower rungs run in that many worker processes sharing one Optuna study (``tune.storage``, or a
@@ -28,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from handwriting.datasets import write_json
+from handwriting.datasets import write_csv, write_json
 from handwriting.models.engine import use_engine
 from handwriting.models.fitting import read_history
 from handwriting.models.search import (
@@ -43,10 +47,48 @@ from handwriting.models.search import (
 from handwriting.models.training import arch_settings, tracked_training
 from handwriting.params import ParamsError, load_params
 
+RUNG_COLUMNS = ("trial", "rung", "configuration", "val_accuracy", "promoted", "share",
+                "epochs")
+
+
+def rung_rows(rungs: list[dict[str, Any]]) -> list[tuple]:
+    """The rows of ``plots/tune/<arch>-rungs.csv``: per rung and configuration, its label for
+    the bar chart, the rung, the configuration, its validation accuracy, whether it was
+    promoted (1/0), and the rung's share of the data and epochs."""
+    rows = []
+    for rung in rungs:
+        for cid, score in sorted(rung["scores"].items(), key=lambda item: int(item[0])):
+            name = "untuned" if int(cid) == UNTUNED else f"config-{cid}"
+            up = int(cid) in rung["promoted"]
+            rows.append((f"rung {rung['index']} ({rung['share']:.0%} of the data for "
+                         f"{rung['epochs']} epochs): {name}{' (promoted)' if up else ''}",
+                         rung["index"], name, score, int(up), round(rung["share"], 6),
+                         rung["epochs"]))
+    return rows
+
+
+def rank_correlations(rungs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Spearman's rank correlation between the scores of each pair of neighbouring rungs
+    (``"0-1"``, ``"1-2"``, ...), over the configurations both scored; None where they share
+    fewer than three (too few to rank)."""
+    from scipy.stats import spearmanr
+
+    found: dict[str, float | None] = {}
+    for low, high in zip(rungs, rungs[1:]):
+        both = sorted(set(low["scores"]) & set(high["scores"]), key=int)
+        value = None
+        if len(both) >= 3:
+            rho = spearmanr([low["scores"][c] for c in both],
+                            [high["scores"][c] for c in both]).statistic
+            value = None if rho != rho else round(float(rho), 6)  # NaN: all scores tied
+        found[f"{low['index']}-{high['index']}"] = value
+    return found
+
 
 def run(arch: str, params_path: Path, split_dir: Path, untuned_model: Path,
         untuned_history: Path, untuned_metrics: Path, best_params_path: Path,
-        model_path: Path, history_path: Path, metrics_path: Path) -> dict[str, Any]:
+        model_path: Path, history_path: Path, metrics_path: Path,
+        rungs_path: Path) -> dict[str, Any]:
     """Search, then write the winner as the tuned model; returns its summary."""
     params = load_params(params_path)
     tune_settings(params, arch)  # bad settings are named before anything runs
@@ -90,12 +132,16 @@ def run(arch: str, params_path: Path, split_dir: Path, untuned_model: Path,
                            "untuned_val_accuracy": untuned["val_accuracy"],
                            "tuning_gain_val_accuracy": round(
                                result.val_accuracy - untuned["val_accuracy"], 6),
-                           "rungs": result.rungs, "trials": sum(result.trials.values()),
+                           "configurations": len(result.rungs[0]["scores"]),
+                           "top_rung_configurations": len(result.rungs[-1]["scores"]),
+                           "rung_rank_correlation": rank_correlations(result.rungs),
+                           "trials": sum(result.trials.values()),
                            **{f"trials_{k}": v for k, v in result.trials.items()},
                            # the search's time, trials and top rung included
                            "wall_seconds": round(time.perf_counter() - started, 1),
                            "images_per_second": None})
     write_json(best_params_path, {"winner": result.winner_name, "settings": result.config})
+    write_csv(rungs_path, RUNG_COLUMNS, rung_rows(result.rungs))
     return summary
 
 
@@ -113,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="tuned .keras to write")
     parser.add_argument("--history", type=Path, help="per-epoch CSV to write")
     parser.add_argument("--metrics", type=Path, help="summary JSON to write")
+    parser.add_argument("--rungs", type=Path,
+                        help="CSV to write: every configuration's score at every rung")
     worker = parser.add_argument_group(
         "worker mode", "join a running search instead: run its queued trials")
     worker.add_argument("--worker", action="store_true",
@@ -139,10 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tune worker: {ran} trial(s) of {args.arch} run", flush=True)
             return 0
         paths = [args.untuned_model, args.untuned_history, args.untuned_metrics,
-                 args.best_params, args.model, args.history, args.metrics]
+                 args.best_params, args.model, args.history, args.metrics, args.rungs]
         if any(path is None for path in paths):
             parser.error("the stage needs --untuned-model, --untuned-history, "
-                         "--untuned-metrics, --best-params, --model, --history and --metrics")
+                         "--untuned-metrics, --best-params, --model, --history, --metrics "
+                         "and --rungs")
         run(args.arch, args.params, args.split, *paths)
     except (ParamsError, SearchError, FileNotFoundError) as error:
         raise SystemExit(f"tune: {error}") from None
