@@ -480,6 +480,48 @@ def best_epoch(history: dict[str, list[float]]) -> dict[str, float]:
                                 if k != "learning_rate"}}
 
 
+def train_at_rung(context: TrialContext, rung: Rung, config: dict[str, Any], cid: int, *,
+                  callbacks: list | None = None) -> float:
+    """Train configuration ``cid`` (``config``) at ``rung``'s budget; returns its validation
+    accuracy (at a lower rung after the last epoch, at the top the best epoch's, whose weights
+    and history it leaves in ``context.scratch``). Raises what the training raises, and
+    FloatingPointError when the loss turns NaN."""
+    from handwriting.models.zoo import build
+
+    params, arch = context.params, context.arch
+    fit, hparams = chosen_settings(params, arch, config, epochs=rung.epochs)
+    seed = params.base.seed
+    label = f"{arch} rung {rung.index} config {cid}"
+    make_reproducible(seed + cid, params.base.deterministic)
+    model = build(arch, (params.base.image_size,) * 2 + (1,), labels.NUM_CLASSES, **hparams)
+    callbacks = [*(callbacks or []), _nan_guard(label)]
+    if frozen_feature_split(model) is not None:
+        # A frozen base's features of the whole split are computed once (and kept in the
+        # context's cache), and its head trains fast: its budget is the epochs alone.
+        data = context.train
+    else:  # whole batches only below the top: a short last batch is one more compile
+        data = subsample(*context.train, rung.share, seed)
+        data = data if rung.top else whole_batches(*data, fit.batch_size, seed)
+    scratch = context.scratch
+    if rung.top:
+        if scratch is None:
+            raise RuntimeError("a top-rung trial needs the stage's scratch folder")
+        weights = scratch / f"config-{cid}.weights.h5"
+        callbacks += top_rung_callbacks(fit, context.settings.patience, weights)
+    # A lower rung is scored after its last epoch only: validating every epoch would cost
+    # more than a short trial's training.
+    history = fit_model(model, fit, train=data, val=context.val, seed=seed, cache=context.cache,
+                        augmentation=variant_ranges(params, fit), verbose=0,
+                        callbacks=callbacks, validation_freq=1 if rung.top else rung.epochs)
+    history = {k: [float(x) for x in v] for k, v in history.items() if k != "learning_rate"}
+    if not rung.top:
+        return max(history["val_accuracy"])
+    assert scratch is not None
+    model.save_weights(str(weights))  # the restored best epoch
+    (scratch / f"config-{cid}.history.json").write_text(json.dumps(history))
+    return best_epoch(history)["val_accuracy"]
+
+
 def run_trial(trial, context: TrialContext) -> float:
     """Train one queued configuration at its rung's budget (the study's user attributes);
     returns its validation accuracy. A nested MLflow run records it."""
@@ -487,7 +529,6 @@ def run_trial(trial, context: TrialContext) -> float:
     import optuna
 
     from handwriting import tracking
-    from handwriting.models.zoo import build
 
     if "config_id" not in trial.user_attrs:  # the queue ran dry under this worker
         trial.study.stop()
@@ -503,9 +544,7 @@ def run_trial(trial, context: TrialContext) -> float:
         for key, value in config.items():  # records the params Optuna knows
             if in_space(value, context.space[key]):
                 suggest(trial, key, context.space[key])
-    params, arch = context.params, context.arch
-    fit, hparams = chosen_settings(params, arch, config, epochs=rung.epochs)
-    seed = params.base.seed
+    arch = context.arch
     label = f"{arch} rung {rung.index} ({rung.share:.0%} of the data, {rung.epochs} epochs) " \
             f"config {cid} {config}"
     parent = trial.study.user_attrs.get("mlflow_parent")
@@ -517,42 +556,13 @@ def run_trial(trial, context: TrialContext) -> float:
                          "state": "running", **tracking.experiment_tags()})
         mlflow.log_params({**config, "rung.share": rung.share, "rung.epochs": rung.epochs})
         try:
-            make_reproducible(seed + cid, params.base.deterministic)
-            model = build(arch, (params.base.image_size,) * 2 + (1,), labels.NUM_CLASSES,
-                          **hparams)
-            # A frozen base's features of the whole split are computed once anyway, and its
-            # head trains fast: its budget is the epochs alone.
-            data = (context.train if frozen_feature_split(model) is not None
-                    else subsample(*context.train, rung.share, seed))
-            if not rung.top:  # whole batches only: a short last batch is one more compile
-                data = whole_batches(*data, fit.batch_size, seed)
-            callbacks = [mlflow_epoch_logger(), _nan_guard(label)]
-            scratch = context.scratch
-            if rung.top:
-                if scratch is None:
-                    raise RuntimeError("a top-rung trial needs the stage's scratch folder")
-                weights = scratch / f"config-{cid}.weights.h5"
-                callbacks += top_rung_callbacks(fit, context.settings.patience,
-                                                weights)
-            # A lower rung is scored after its last epoch only: validating every epoch
-            # would cost more than a short trial's training.
-            history = fit_model(model, fit, train=data, val=context.val, seed=seed,
-                                cache=context.cache, augmentation=variant_ranges(params, fit),
-                                verbose=0, callbacks=callbacks,
-                                validation_freq=1 if rung.top else rung.epochs)
+            score = train_at_rung(context, rung, config, cid,
+                                  callbacks=[mlflow_epoch_logger()])
         except Exception as error:  # recorded as failed; Optuna's catch goes on
             mlflow.set_tags({"state": "failed",
                              "error": f"{type(error).__name__}: {error}"[:500]})
             print(f"tune: {label}: failed ({error})", file=sys.stderr, flush=True)
             raise
-        history = {k: [float(x) for x in v] for k, v in history.items()
-                   if k != "learning_rate"}
-        if rung.top and scratch is not None:
-            model.save_weights(str(weights))  # the restored best epoch
-            (scratch / f"config-{cid}.history.json").write_text(json.dumps(history))
-            score = best_epoch(history)["val_accuracy"]
-        else:
-            score = max(history["val_accuracy"])
         mlflow.set_tag("state", "complete")
         mlflow.log_metric("rung_val_accuracy", score)
         print(f"tune: {label}: val_accuracy {score:.3f}", flush=True)
