@@ -69,7 +69,8 @@ def run_pipeline(tmp_path, sections: dict[str, dict], spaces: dict[str, dict],
                  tmp_path / "plots" / f"{arch}-untuned.csv",
                  metrics / "train" / f"{arch}-untuned.json", models / arch / "best_params.json",
                  models / arch / "tuned.keras", tmp_path / "plots" / f"{arch}-tuned.csv",
-                 metrics / "train" / f"{arch}-tuned.json")
+                 metrics / "train" / f"{arch}-tuned.json",
+                 tmp_path / "plots" / f"{arch}-rungs.csv")
     params = load_params(params_path)
     results = evaluate.run(params, split, models, metrics / "train", metrics / "evaluate.json",
                            metrics / "crossdata.json", metrics / "comparison.md",

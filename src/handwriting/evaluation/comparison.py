@@ -132,9 +132,10 @@ def unsure_section(unsure: dict[str, Any]) -> str:
 
 def choose_champion(params: Params, split_dir: Path, scores: Scores, weights: list[float] | None,
                     kind: str) -> dict[str, Any]:
-    """Predict the validation split with both models of every architecture in ``scores`` (kept
-    as ``scores.val`` for :func:`tuning_gains`), score the champion candidates (the tuned
-    models and, with a ``kind == "soft"`` vote, their ensemble) on it, choose by
+    """Predict the validation split with every model of ``scores`` (both of each architecture
+    in the stage; kept as ``scores.val`` for :func:`tuning_gains`), score the champion
+    candidates (the tuned models and, with a ``kind == "soft"`` vote, their ensemble) on it,
+    choose by
     :func:`handwriting.evaluation.champion.choose` and set its "not sure" threshold; returns
     what metrics/champion.json holds."""
     from handwriting.models.cost import mega_multiply_adds
@@ -142,7 +143,8 @@ def choose_champion(params: Params, split_dir: Path, scores: Scores, weights: li
     val = load_arrays(split_dir / "val", "images", "labels")
     archs = params.train["architectures"]
     scores.val = LabelledPredictions(val["labels"], {key: scores.predict(key, val["images"])
-                                                     for key in model_names(archs)})
+                                                     for key in model_names(archs)
+                                                     if key in scores.models})
     tuned = tuned_names(archs)
     probabilities = {key: scores.val.probabilities[key] for key in tuned}
     mflops = {key: mega_multiply_adds(scores.models[key]) for key in tuned}
