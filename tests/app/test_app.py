@@ -248,15 +248,14 @@ def test_the_champion_is_offered_first_and_served_with_onnx(dirs, champion_model
     dirs["metrics"].mkdir(exist_ok=True)
     (dirs["metrics"] / "serving.json").write_text(json.dumps({
         "champion": "lenet5-tuned", "val_f1_macro": 0.8123,
-        "onnx": {"test_accuracy": 0.84, "top1_agreement": 1.0, "size_mb": 0.3,
-                 "latency_end_to_end": {"p50_ms": 0.9, "p99_ms": 2.0},
-                 "throughput_images_per_s": 9000.0}}))
+        "onnx": {"test_accuracy": 0.84, "top1_agreement": 1.0, "size_mb": 0.3}}))
     home = start()
     said = texts(home)
     assert "**lenet5-tuned** (chosen by validation macro F1 0.812)" in said
     assert list(home.dataframe[0].value["model"]) == ["champion", "ensemble", "lenet5-tuned",
                                                       "gru-tuned"]
     assert list(home.dataframe[1].value["export"]) == ["onnx"]
+    assert "benchmarks/inference.py" in texts(home)  # where speed is measured, not stored
 
     data = letter_png("h", seed=8)
     served = Predictor.from_directory(champion_models_dir / "serving")
@@ -296,7 +295,7 @@ def test_the_champion_says_when_it_is_not_sure(dirs, champion_models_dir, tmp_pa
 # --------------------------------------------------------------------------------------------
 
 FIGURES = {"accuracy": 0.84, "case_insensitive_accuracy": 0.91, "f1_macro": 0.835,
-           "top5_accuracy": 0.99, "latency_ms": 0.7, "params": 65364, "size_mb": 0.8,
+           "top5_accuracy": 0.99, "mflops": 0.42, "params": 65364, "size_mb": 0.8,
            "pretrained": 0}
 
 

@@ -145,7 +145,7 @@ class ChampionReport:
 
     ``settings``: its preprocessing (``models/serving/serving.json`` without the labels);
     ``description``: that file's ``"model"`` entry (name, validation F1, ensemble members);
-    ``metrics``: ``metrics/serving.json`` (agreement, accuracy, sizes and latency of the ONNX
+    ``metrics``: ``metrics/serving.json`` (agreement, accuracy and sizes of the ONNX
     and int8 exports). ``problems``: files that exist but could not be read.
     """
 

@@ -59,7 +59,7 @@ def ensemble_description(evaluate_section: dict[str, Any] | None) -> str:
 
 # The figures shown first, in this order; any others follow.
 MAIN_FIGURES = ("accuracy", "case_insensitive_accuracy", "merged37_accuracy", "f1_macro",
-                "top5_accuracy", "latency_ms", "params", "size_mb", "pretrained")
+                "top5_accuracy", "mflops", "params", "size_mb", "pretrained")
 HISTORY_COLUMNS = ("epoch", "accuracy", "val_accuracy", "loss", "val_loss")
 
 

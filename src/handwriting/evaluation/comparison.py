@@ -98,7 +98,7 @@ def _report_table(rows: list[tuple[str, str, dict[str, Any]]], champion: str) ->
     """The seed's comparison table (model, variant, precision, recall, F1, ROC-AUC), extended."""
     lines = ["| model | variant | precision | recall | F1 (95 % CI) | ROC-AUC | "
              "accuracy (95 % CI) | case-insensitive accuracy | merged-37 accuracy | top-5 | "
-             "latency (ms) | size (MB) |",
+             "M multiply-adds | size (MB) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, variant, m in rows:
         name = ModelRef.parse(key).arch if key != champion_policy.ENSEMBLE else key
@@ -113,7 +113,7 @@ def _report_table(rows: list[tuple[str, str, dict[str, Any]]], champion: str) ->
             f"{m.get('roc_auc_ovr_macro', float('nan')):.3f} | {m['accuracy']:.3f} "
             f"({m['accuracy_ci95_low']:.3f}-{m['accuracy_ci95_high']:.3f}) | "
             f"{m['case_insensitive_accuracy']:.3f} | {m['merged37_accuracy']:.3f} | "
-            f"{m['top5_accuracy']:.3f} | {m['latency_ms']:.2f} | {m['size_mb']:.2f} |")
+            f"{m['top5_accuracy']:.3f} | {m['mflops']:.2f} | {m['size_mb']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -135,9 +135,8 @@ def choose_champion(params: Params, split_dir: Path, scores: Scores, weights: li
     """Predict the validation split with every model of ``scores`` (both of each architecture
     in the stage; kept as ``scores.val`` for :func:`tuning_gains`), score the champion
     candidates (the tuned models and, with a ``kind == "soft"`` vote, their ensemble) on it,
-    choose by
-    :func:`handwriting.evaluation.champion.choose` and set its "not sure" threshold; returns
-    what metrics/champion.json holds."""
+    choose by :func:`handwriting.evaluation.champion.choose` and set its "not sure" threshold;
+    returns what metrics/champion.json holds."""
     from handwriting.models.cost import mega_multiply_adds
 
     val = load_arrays(split_dir / "val", "images", "labels")
@@ -187,6 +186,9 @@ class Scores:
     predictors: dict[str, Any] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     pretrained: dict[str, bool] = field(default_factory=dict)  # per architecture
+    # Single-image latency (ms) by model name: a timing, so logged to MLflow and printed, never
+    # in evaluate.json (it differs on every run; `dvc metrics diff` would always show it).
+    latency_ms: dict[str, float] = field(default_factory=dict)
     # The models with a frozen VGG-16 base: (base, its compiled fast path, the head's)
     heads: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
     features: dict[str, np.ndarray] = field(default_factory=dict)  # by base and images
@@ -234,6 +236,7 @@ def score_models(params: Params, models_dir: Path, images: np.ndarray, y_true: n
     FileNotFoundError naming a missing model."""
     import keras
 
+    from handwriting.models.cost import mega_multiply_adds
     from handwriting.models.zoo import is_pretrained
 
     scores = Scores()
@@ -251,15 +254,16 @@ def score_models(params: Params, models_dir: Path, images: np.ndarray, y_true: n
             figures = classification_metrics(y_true, probabilities)
             figures.update(bootstrap_intervals(y_true, probabilities, seed=params.base.seed))
             figures.update(params=int(model.count_params()),
+                           mflops=round(mega_multiply_adds(model), 3),
                            size_mb=round(path.stat().st_size / 2**20, 3),
-                           latency_ms=median_latency_ms([scores.predictors[key]], inputs01[0],
-                                                        calls),
                            pretrained=int(is_pretrained(model)))
+            scores.latency_ms[key] = median_latency_ms([scores.predictors[key]], inputs01[0],
+                                                       calls)
             scores.pretrained[arch] = bool(figures["pretrained"]) or "vgg" not in arch
             scores.results[arch][variant] = figures
             print(f"evaluate: {key}: accuracy {figures['accuracy']:.3f}, case-insensitive "
                   f"{figures['case_insensitive_accuracy']:.3f}, merged-37 "
-                  f"{figures['merged37_accuracy']:.3f}, {figures['latency_ms']:.2f} ms/image",
+                  f"{figures['merged37_accuracy']:.3f}, {scores.latency_ms[key]:.2f} ms/image",
                   flush=True)
     return scores
 
@@ -277,12 +281,14 @@ def score_ensemble(params: Params, scores: Scores, images: np.ndarray, y_true: n
     figures.update(bootstrap_intervals(y_true, probabilities, seed=params.base.seed))
     first = images[0].astype(np.float32) / 255.0
     figures.update(params=sum(scores.results[a]["tuned"]["params"] for a in archs),
+                   mflops=round(sum(scores.results[a]["tuned"]["mflops"] for a in archs), 3),
                    size_mb=round(sum(scores.results[a]["tuned"]["size_mb"] for a in archs), 3),
-                   latency_ms=median_latency_ms([scores.predictors[k] for k in tuned], first,
-                                                max(20, calls // 4)),
                    pretrained=int(all(scores.pretrained.values())), members=len(tuned))
+    scores.latency_ms[name] = median_latency_ms([scores.predictors[k] for k in tuned], first,
+                                                max(20, calls // 4))
     scores.results[name] = figures
-    print(f"evaluate: ensemble: accuracy {figures['accuracy']:.3f}", flush=True)
+    print(f"evaluate: ensemble: accuracy {figures['accuracy']:.3f}, "
+          f"{scores.latency_ms[name]:.2f} ms/image", flush=True)
     return figures
 
 

@@ -792,6 +792,9 @@ def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: 
         winner = min(scores, key=lambda cid: (-scores[cid], cid))  # a tie goes to untuned
         counts = {state: states.count(state) for state in ("complete", "pruned", "fail")}
         mlflow.log_metrics({**{f"trials_{k}": v for k, v in counts.items()},
+                            **{f"rung{r['index']}_wall_seconds": r["wall_seconds"]
+                               for r in rungs},
+                            "wall_seconds": sum(r["wall_seconds"] for r in rungs),
                             "best_val_accuracy": scores[winner],
                             "untuned_val_accuracy": untuned_val_accuracy})
         config = known[winner]

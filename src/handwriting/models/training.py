@@ -97,13 +97,15 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: F
             history, reported = train_fn(model, train, val, [mlflow_epoch_logger()])
             rows = write_history(history_path, history)
         seconds = time.perf_counter() - started
-        summary = summarise(rows, reported, seconds=seconds, train_images=len(train[0]),
-                            model=model, pretrained=info["pretrained"])
+        summary = summarise(rows, reported, model=model, pretrained=info["pretrained"])
         summary.update(extra_summary or {})
-        summary = {k: v for k, v in summary.items() if v is not None}  # None: not measured
         save_keras(model, model_path)
         write_json(metrics_path, summary)
-        mlflow.log_metrics({"wall_seconds": seconds, "params": summary["params"],
+        # Timings go to the run, not to the DVC metrics: they differ on every run.
+        timings = {"wall_seconds": seconds}
+        if train_fn is None:  # a fit here (a tuned model adopts weights the search trained)
+            timings["images_per_second"] = len(train[0]) * len(rows) / max(seconds, 1e-9)
+        mlflow.log_metrics({**timings, "params": summary["params"],
                             "final_val_accuracy": summary["val_accuracy"]})
         mlflow.log_artifact(str(model_path), "model")
         mlflow.log_artifact(str(history_path), "history")

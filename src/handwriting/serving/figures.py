@@ -1,8 +1,10 @@
 """What the export stage measures: every export checked against its Keras model, the served
-champion's variants (agreement, test accuracy, size, latency end to end, batched throughput).
+champion's variants (agreement, test accuracy, size), and apart from those their timings
+(latency end to end, batched throughput).
 
-Latencies and throughput are reported figures; nothing is chosen by them
-(:mod:`handwriting.evaluation.champion` chooses by a compute count).
+Timings are reported, in the MLflow run and on the console; nothing is chosen by them
+(:mod:`handwriting.evaluation.champion` chooses by a compute count), and they never enter a
+DVC output: they differ on every run.
 """
 
 from __future__ import annotations
@@ -67,14 +69,12 @@ def rounded(values: dict[str, float]) -> dict[str, float]:
             for key, value in values.items()}
 
 
-def export_and_check(model, name: str, onnx_dir: Path, test_inputs: np.ndarray,
-                     files: list[bytes], settings: PreprocessSettings, *,
+def export_and_check(model, name: str, onnx_dir: Path, test_inputs: np.ndarray, *,
                      int8: bool = True) -> dict[str, Any]:
-    """Export ``model`` to ``onnx_dir/<name>.onnx`` (and ``.int8.onnx``), check each export
-    against the Keras model on ``test_inputs`` and time it end to end on ``files``."""
+    """Export ``model`` to ``onnx_dir/<name>.onnx`` (and ``.int8.onnx``) and check each export
+    against the Keras model on ``test_inputs``: agreement and file sizes."""
     from handwriting.keras_inference import keras_probabilities
     from handwriting.serving.onnx_export import agreement_with, export_onnx, quantize_int8
-    from handwriting.serving.predictor import Predictor
 
     onnx_path = export_onnx(model, onnx_dir / f"{name}.onnx")
     expected = keras_probabilities(model, test_inputs)
@@ -85,44 +85,66 @@ def export_and_check(model, name: str, onnx_dir: Path, test_inputs: np.ndarray,
     entry["onnx_mb"] = size_mb(onnx_path)
     if int8:
         entry["int8_mb"] = size_mb(int8_path)
-    entry["latency_p50_ms"] = end_to_end_latency_ms(Predictor(onnx_path, settings),
-                                                    files)["p50_ms"]
     agrees = f"; int8 agrees on {entry['int8']['top1_agreement']:.4f}" if int8 else ""
-    print(f"export: {name}: end to end p50 {entry['latency_p50_ms']:.3f} ms; ONNX agrees on "
-          f"{entry['onnx']['top1_agreement']:.4f} of the test images{agrees}", flush=True)
+    print(f"export: {name}: ONNX agrees on {entry['onnx']['top1_agreement']:.4f} of the test "
+          f"images{agrees}", flush=True)
     return entry
 
 
+def export_latency_ms(onnx_path: Path, settings: PreprocessSettings,
+                      files: list[bytes]) -> float:
+    """The p50 wall time (ms) of one PNG file to its top-5 through ``onnx_path`` (a timing)."""
+    from handwriting.serving.predictor import Predictor
+
+    p50 = end_to_end_latency_ms(Predictor(onnx_path, settings), files)["p50_ms"]
+    print(f"export: {onnx_path.name}: end to end p50 {p50:.3f} ms", flush=True)
+    return p50
+
+
 def served_figures(serving_dir: Path, model, test_inputs: np.ndarray,
-                   test_labels: np.ndarray, files: list[bytes],
-                   throughput_batch: int) -> dict[str, Any]:
+                   test_labels: np.ndarray) -> dict[str, Any]:
     """The serving folder's ONNX and int8 variants against ``model`` (its Keras model):
-    agreement, test accuracy, size, end-to-end latency (one thread) and batched throughput
-    (all cores)."""
+    agreement, test accuracy and size."""
     from handwriting.keras_inference import keras_probabilities
     from handwriting.serving.onnx_export import agreement_with
     from handwriting.serving.predictor import INT8_FILE, ONNX_FILE, Predictor
 
     figures: dict[str, Any] = {}
-    threads = max(1, os.cpu_count() or 1)
     expected = keras_probabilities(model, test_inputs)
     for variant, file_name in (("onnx", ONNX_FILE), ("int8", INT8_FILE)):
-        single = Predictor.from_directory(serving_dir, variant=variant)
-        batched = Predictor.from_directory(serving_dir, variant=variant,
-                                           intra_op_threads=threads)
-        predicted = batched.probabilities(test_inputs).argmax(axis=1)
+        predictor = Predictor.from_directory(serving_dir, variant=variant)
+        predicted = predictor.probabilities(test_inputs).argmax(axis=1)
         figures[variant] = {
             **rounded(agreement_with(expected, serving_dir / file_name, test_inputs)),
             "test_accuracy": round(float(np.mean(predicted == test_labels)), 6),
             "size_mb": size_mb(serving_dir / file_name),
+        }
+        print(f"export: champion {variant}: test accuracy "
+              f"{figures[variant]['test_accuracy']:.4f}, agreement "
+              f"{figures[variant]['top1_agreement']:.4f}", flush=True)
+    return figures
+
+
+def served_timings(serving_dir: Path, test_inputs: np.ndarray, files: list[bytes],
+                   throughput_batch: int) -> dict[str, dict[str, Any]]:
+    """The serving folder's ONNX and int8 variants timed: latency end to end (one image per
+    call, one thread) and batched throughput (all cores). Timings differ on every run: the
+    stage logs them to MLflow and prints them, never into a DVC output."""
+    from handwriting.serving.predictor import Predictor
+
+    timings: dict[str, dict[str, Any]] = {}
+    threads = max(1, os.cpu_count() or 1)
+    for variant in ("onnx", "int8"):
+        single = Predictor.from_directory(serving_dir, variant=variant)
+        batched = Predictor.from_directory(serving_dir, variant=variant,
+                                           intra_op_threads=threads)
+        timings[variant] = {
             "latency_end_to_end": end_to_end_latency_ms(single, files),
             "throughput_images_per_s": batched_throughput(batched, test_inputs,
                                                           throughput_batch),
             "throughput_threads": threads,
         }
-        print(f"export: champion {variant}: test accuracy "
-              f"{figures[variant]['test_accuracy']:.4f}, agreement "
-              f"{figures[variant]['top1_agreement']:.4f}, end to end p50 "
-              f"{figures[variant]['latency_end_to_end']['p50_ms']:.3f} ms, batched "
-              f"{figures[variant]['throughput_images_per_s']:.0f} images/s", flush=True)
-    return figures
+        print(f"export: champion {variant}: end to end p50 "
+              f"{timings[variant]['latency_end_to_end']['p50_ms']:.3f} ms, batched "
+              f"{timings[variant]['throughput_images_per_s']:.0f} images/s", flush=True)
+    return timings

@@ -3,11 +3,13 @@
 For each architecture's untuned and tuned model, and for an ensemble of the tuned models
 (soft voting, optionally weighted by validation accuracy, or hard voting): accuracy,
 case-insensitive accuracy, macro and weighted precision/recall/F1, one-vs-rest ROC-AUC, log
-loss, top-5 accuracy, calibration error, parameter count, file size and single-image latency of
-the fast path. Writes the figures as DVC metrics, per-class reports, confusion records, ROC
+loss, top-5 accuracy, calibration error, parameter count, multiply-adds per image and file
+size. Writes the figures as DVC metrics, per-class reports, confusion records, ROC
 curves, a comparison bar chart and table, explanation grids (Grad-CAM or saliency), galleries
 of confident mistakes, the most confused pairs, and a cross-dataset evaluation on the external
-datasets listed in ``evaluate.crossdata``; everything is also logged to an MLflow run.
+datasets listed in ``evaluate.crossdata``; everything is also logged to an MLflow run, with
+each model's single-image latency on the fast path (a timing: it differs on every run, so it
+stays out of the DVC metrics, and ``dvc metrics diff`` of two identical runs prints nothing).
 
 Each architecture's tuning gain, tuned minus untuned, is computed from the two model files'
 predictions: the accuracy gain on the validation split, the test split and every cross-dataset
@@ -98,6 +100,7 @@ def _log_run(scores: comparison.Scores, archs: list[str], crossdata: dict[str, A
                                              pretrained=all(scores.pretrained.values())),
                          "champion": champion})
         flat = scores.flat(archs)
+        flat.update({f"{key}.latency_ms": value for key, value in scores.latency_ms.items()})
         flat.update({f"crossdata.{d}.{k}.{n}": v for d, models_ in crossdata.items()
                      for k, m in models_.items() if isinstance(m, dict) for n, v in m.items()})
         flat.update({f"tuning_gain.{arch}.{name}": value for arch in archs

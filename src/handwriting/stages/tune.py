@@ -28,7 +28,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +103,6 @@ def run(arch: str, params_path: Path, split_dir: Path, untuned_model: Path,
         untuned_epochs = read_history(untuned_history)
     except ValueError as error:
         raise SearchError(f"{error} (`dvc repro -f train@{arch}`)") from None
-    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"tune-{arch}-") as scratch:
         result = search(arch, params, split_dir, untuned_val_accuracy=untuned["val_accuracy"],
                         scratch=Path(scratch), params_path=params_path)
@@ -136,10 +134,7 @@ def run(arch: str, params_path: Path, split_dir: Path, untuned_model: Path,
                            "top_rung_configurations": len(result.rungs[-1]["scores"]),
                            "rung_rank_correlation": rank_correlations(result.rungs),
                            "trials": sum(result.trials.values()),
-                           **{f"trials_{k}": v for k, v in result.trials.items()},
-                           # the search's time, trials and top rung included
-                           "wall_seconds": round(time.perf_counter() - started, 1),
-                           "images_per_second": None})
+                           **{f"trials_{k}": v for k, v in result.trials.items()}})
     write_json(best_params_path, {"winner": result.winner_name, "settings": result.config})
     write_csv(rungs_path, RUNG_COLUMNS, rung_rows(result.rungs))
     return summary

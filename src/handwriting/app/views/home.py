@@ -56,13 +56,14 @@ else:
     exports = [{"export": variant,
                 "test accuracy": figures.get("test_accuracy"),
                 "agreement with Keras": figures.get("top1_agreement"),
-                "size (MB)": figures.get("size_mb"),
-                "latency p50 (ms)": (figures.get("latency_end_to_end") or {}).get("p50_ms"),
-                "images/s (batched)": figures.get("throughput_images_per_s")}
+                "size (MB)": figures.get("size_mb")}
                for variant, figures in report.metrics.items()
                if variant in ("onnx", "int8") and isinstance(figures, dict)]
     if exports:
         st.dataframe(exports, hide_index=True)
+        st.caption("Speed depends on the machine, so it is measured, not stored: the export "
+                   "stage's MLflow run has each variant's latency and throughput, and "
+                   "`python benchmarks/inference.py` times them on this machine.")
     elif not report.metrics:
         st.caption(f"No serving figures (`{app.metrics_dir}/serving.json` is missing). "
                    f"{ui.REPRO_HINT}")
