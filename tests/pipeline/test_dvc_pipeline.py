@@ -250,3 +250,32 @@ def test_queued_experiments_two_at_once_keep_their_mlflow_runs(repo):
     assert status.count("Success") == 2, (status, logs)
     runs = _mlflow_runs_by_experiment(repo.root / "mlflow.db")
     assert runs.get("q-lenet-ep2", 0) >= 1 and runs.get("q-lenet-bs16", 0) >= 1, runs
+
+
+def test_the_crossdata_fingerprint_changes_with_the_folder_and_only_then(repo, tmp_path):
+    # evaluate depends on data/crossdata.json (tests/pipeline/test_dvc_yaml.py): its hash in
+    # dvc.lock is what reruns evaluate, so it must move with the folder and only with it.
+    import cv2
+
+    folder = tmp_path / "real"
+    (folder / "upper" / "A").mkdir(parents=True)
+    cv2.imwrite(str(folder / "upper" / "A" / "1.png"), np.full((8, 8), 200, np.uint8))
+
+    def fingerprint_hash() -> str:
+        repo.dvc("repro", "crossdata")  # always_changed: it runs on every repro
+        lock = yaml.safe_load((repo.root / "dvc.lock").read_text())
+        return lock["stages"]["crossdata"]["outs"][0]["md5"]
+
+    def set_folders(folders):
+        repo.edit_params(lambda v: {**v, "evaluate": {**v["evaluate"], "crossdata": folders}})
+
+    set_folders([str(folder)])
+    first = fingerprint_hash()
+    assert fingerprint_hash() == first  # nothing changed: evaluate stays up to date
+    cv2.imwrite(str(folder / "upper" / "A" / "1.png"), np.full((8, 8), 90, np.uint8))
+    changed = fingerprint_hash()
+    shutil.rmtree(folder)
+    removed = fingerprint_hash()
+    assert len({first, changed, removed}) == 3
+    assert "always changed" in repo.dvc("status", "crossdata").stdout
+    set_folders(["../shared/data/emnist-letters"])

@@ -138,3 +138,64 @@ def test_no_stage_imports_another_stage():
                 continue
             others = {f"handwriting.stages.{name}" for name in names - {path.stem}}
             assert not imported & others, f"{path.name} imports {sorted(imported & others)}"
+
+
+DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
+TOP_PLOTS = DVC_YAML["plots"]
+
+
+def _top_plot_files() -> list[str]:
+    """Every file or folder the top-level plots draw (a file may come once per plot)."""
+    files = []
+    for entry in TOP_PLOTS:
+        if isinstance(entry, str):
+            files.append(entry)
+            continue
+        (name, spec), = entry.items()
+        y = spec.get("y") if isinstance(spec, dict) else None
+        files += list(y) if isinstance(y, dict) else [name]
+    return files
+
+
+def test_the_top_level_plots_cover_every_architecture():
+    archs = repo_params()["train"]["architectures"]
+    files = _top_plot_files()
+    for arch in archs:
+        for variant in ("untuned", "tuned"):
+            history = f"plots/history/{arch}-{variant}.csv"
+            assert files.count(history) == 2, f"{history}: accuracy and loss curves expected"
+        assert f"plots/evaluate/roc/{arch}-tuned.csv" in files
+    assert {"plots/evaluate/explain", "plots/evaluate/mistakes"} <= set(files)  # galleries
+    histories = {f for f in files if f.startswith("plots/history/")}
+    assert histories == {f"plots/history/{a}-{v}.csv" for a in archs
+                         for v in ("untuned", "tuned")}, "a history of no architecture"
+
+
+def test_no_file_is_drawn_both_as_a_stage_plot_and_a_top_level_plot():
+    stage_plots = {next(iter(p)) if isinstance(p, dict) else p
+                   for stage in STAGES.values() for p in stage.get("plots", [])}
+    drawn = set(_top_plot_files())
+    twice = {p for p in stage_plots if any(p.replace("${item}", a) in drawn
+                                           for a in repo_params()["train"]["architectures"])}
+    assert not twice, f"DVC would draw {sorted(twice)} twice"
+
+
+def test_every_chart_has_a_title_and_axis_labels():
+    for entry in TOP_PLOTS:
+        if isinstance(entry, dict):
+            (name, spec), = entry.items()
+            assert {"title", "x_label", "y_label"} <= set(spec), f"plot {name!r}"
+    for stage in STAGES.values():
+        for plot in stage.get("plots", []):
+            if isinstance(plot, dict):
+                (name, spec), = plot.items()
+                assert {"title", "x_label", "y_label"} <= set(spec), f"plot {name!r}"
+
+
+def test_the_cross_dataset_folders_are_an_input_of_evaluate():
+    # The folders are a list param: the crossdata stage fingerprints them on every repro and
+    # evaluate depends on that file, so a changed, added or removed folder reruns evaluate.
+    stage = STAGES["crossdata"]
+    assert stage["always_changed"] is True and stage["params"] == ["evaluate.crossdata"]
+    assert stage["outs"] == ["data/crossdata.json"]
+    assert "data/crossdata.json" in STAGES["evaluate"]["deps"]

@@ -109,9 +109,18 @@ def test_evaluate_writes_every_output(tiny_project):
         assert figures["accuracy_ci95_low"] <= figures["accuracy"] <= figures["accuracy_ci95_high"]
         for key in ("accuracy", "case_insensitive_accuracy", "merged37_accuracy", "f1_macro",
                     "f1_macro_ci95_low", "f1_macro_ci95_high", "roc_auc_ovr_macro",
-                    "log_loss", "top5_accuracy", "ece", "latency_ms", "params", "size_mb"):
+                    "log_loss", "top5_accuracy", "ece", "mflops", "params", "size_mb"):
             assert key in figures
-    assert written["lenet5"]["tuned"]["latency_ms"] > 0
+    assert written["lenet5"]["tuned"]["mflops"] == pytest.approx(0.42, abs=0.01)
+    # Timings differ on every run: they are in the MLflow run, not in a DVC output.
+    assert "latency" not in (root / "out" / "evaluate.json").read_text()
+    assert "latency" not in (root / "out" / "comparison.md").read_text()
+    import mlflow
+
+    run = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                             filter_string="tags.mlflow.runName = 'evaluate'")[0]
+    assert run.data.metrics["lenet5-tuned.latency_ms"] > 0
+    assert run.data.metrics["ensemble.latency_ms"] > 0
     with (root / "plots" / "confusion" / "gru-tuned.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 52 and set(rows[0]) == {"actual", "predicted"}
@@ -283,3 +292,51 @@ def test_vgg_models_share_their_base_features_and_keep_their_probabilities():
     assert len(scores.features) == 2  # one set of features per base, not per model
     assert not np.array_equal(scores.predict("vgg16-tuned", images),
                               scores.predict("vgg16-untuned", images))
+
+
+def _letters(root, *names):
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), np.full((8, 8), 200 if "A" in name else 50, np.uint8))
+    return root
+
+
+def test_a_cross_dataset_fingerprint_follows_every_change_to_the_folder(tmp_path):
+    from handwriting.evaluation.crossdata import fingerprint
+
+    assert fingerprint(tmp_path / "absent") == {"present": False}
+    root = _letters(tmp_path / "set", "upper/A/1.png", "lower/b/1.png")
+    first = fingerprint(root)
+    assert first["present"] and first["files"] == 2 and fingerprint(root) == first
+    seen = [first["md5"]]
+    cv2.imwrite(str(root / "upper/A/1.png"), np.zeros((8, 8), np.uint8))  # an image changed
+    seen.append(fingerprint(root)["md5"])
+    (root / "upper/A/1.png").rename(root / "upper/A/2.png")  # a file renamed
+    seen.append(fingerprint(root)["md5"])
+    _letters(root, "lower/c/1.png")  # a file added
+    after = fingerprint(root)
+    seen.append(after["md5"])
+    assert after["files"] == 3 and len(set(seen)) == 4
+
+
+def test_the_crossdata_stage_writes_each_folder_as_params_names_it(tmp_path, monkeypatch,
+                                                                   capsys):
+    from handwriting.stages import crossdata
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    _letters(tmp_path / "real", "upper/A/1.png")
+    values = repo_params()
+    values["evaluate"]["crossdata"] = ["real", str(tmp_path / "gone")]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
+    assert crossdata.main(["--params", "params.yaml", "--out", "out/crossdata.json"]) == 0
+    written = json.loads((tmp_path / "out" / "crossdata.json").read_text())
+    assert list(written) == sorted(["real", str(tmp_path / "gone")])
+    assert written["real"]["files"] == 1 and written[str(tmp_path / "gone")] == {"present": False}
+    assert "absent (evaluate skips it)" in capsys.readouterr().out
+    values["evaluate"]["crossdata"] = "real"  # not a list: a clear error, nothing written
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
+    with pytest.raises(SystemExit, match="evaluate.crossdata must be a list"):
+        crossdata.main(["--params", "params.yaml", "--out", "out/other.json"])
+    assert not (tmp_path / "out" / "other.json").exists()

@@ -3,8 +3,10 @@ preprocessing (any size, either polarity)."""
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,3 +43,18 @@ def read_class_folder(root: str | Path, settings: PreprocessSettings, *, workers
     size = settings.image_size
     stacked = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
     return stacked, np.array(class_ids, dtype=np.int64), skipped
+
+
+def fingerprint(root: str | Path) -> dict[str, Any]:
+    """What :func:`read_class_folder` would read from ``root``, as a digest: the number of files
+    and the MD5 of their relative paths and bytes, in order; ``{"present": False}`` when the
+    folder does not exist. Any change to the folder changes it."""
+    root = Path(root)
+    if not root.is_dir():
+        return {"present": False}
+    digest = hashlib.md5()
+    entries = scan_class_folders(root)
+    for entry in entries:
+        digest.update(entry.relative.encode("utf-8") + b"\0")
+        digest.update(hashlib.md5(entry.path.read_bytes()).digest())
+    return {"present": True, "files": len(entries), "md5": digest.hexdigest()}
