@@ -90,15 +90,37 @@ def git_commit(root: Path | None = None) -> str:
 
 def run_tags(*, stage: str, architecture: str, variant: str, pretrained: bool,
              root: Path | None = None) -> dict[str, str]:
-    """The tags every training run carries."""
+    """The tags every training and evaluation run carries."""
     tags = {
         "git_commit": git_commit(root),
+        "data_version": data_version(),
         "dvc_stage": stage,
         "architecture": architecture,
         "variant": variant,
         "pretrained": str(pretrained).lower(),
     }
     return {**tags, **experiment_tags()}
+
+
+SPLIT_DATA = "data/split"
+
+
+def data_version(lock: Path = Path("dvc.lock"), path: str = SPLIT_DATA) -> str:
+    """The hash DVC recorded for ``path`` (the split the models learn from and are scored on)
+    in ``lock``, the dvc.lock of the stage's working directory, which DVC updates as each
+    stage finishes; "unknown" outside a DVC pipeline. ``dvc data status`` and ``git log
+    dvc.lock`` lead from it to the data."""
+    import yaml
+
+    try:
+        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError):
+        return "unknown"
+    for stage in stages.values():
+        for out in stage.get("outs", []) if isinstance(stage, dict) else []:
+            if isinstance(out, dict) and out.get("path") == path and "md5" in out:
+                return str(out["md5"])
+    return "unknown"
 
 
 def experiment_tags() -> dict[str, str]:

@@ -117,10 +117,26 @@ def test_evaluate_writes_every_output(tiny_project):
     assert "latency" not in (root / "out" / "comparison.md").read_text()
     import mlflow
 
-    run = mlflow.search_runs(search_all_experiments=True, output_format="list",
-                             filter_string="tags.mlflow.runName = 'evaluate'")[0]
-    assert run.data.metrics["lenet5-tuned.latency_ms"] > 0
-    assert run.data.metrics["ensemble.latency_ms"] > 0
+    # A child run per model, its figures under the same names (the UI compares them).
+    parent = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                filter_string="tags.mlflow.runName = 'evaluate'")[0]
+    children = {run.info.run_name: run for run in mlflow.search_runs(
+        search_all_experiments=True, output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
+    assert set(children) == {"lenet5-untuned", "lenet5-tuned", "gru-untuned", "gru-tuned",
+                             "ensemble"}
+    assert {run.data.tags["variant"] for run in children.values()} == \
+        {"untuned", "tuned", "ensemble"}
+    tuned = children["lenet5-tuned"].data
+    assert tuned.tags["architecture"] == "lenet5" and tuned.metrics["latency_ms"] > 0
+    assert tuned.metrics["accuracy"] == pytest.approx(written["lenet5"]["tuned"]["accuracy"])
+    assert tuned.metrics["tuning_gain.val_accuracy"] == \
+        pytest.approx(written["lenet5"]["tuning_gain"]["val_accuracy"])
+    assert tuned.metrics["emnist.accuracy"] == pytest.approx(
+        json.loads((root / "out" / "crossdata.json").read_text())["emnist"]["lenet5-tuned"]
+        ["accuracy"])
+    assert "tuning_gain.val_accuracy" not in children["lenet5-untuned"].data.metrics
+    assert children["ensemble"].data.metrics["latency_ms"] > 0
     with (root / "plots" / "confusion" / "gru-tuned.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 52 and set(rows[0]) == {"actual", "predicted"}

@@ -65,8 +65,41 @@ def test_one_epoch_is_tracked_with_params_metrics_tags_and_artifacts(
     assert tags["architecture"] == "gru" and tags["variant"] == "untuned"
     assert tags["pretrained"] == "false" and tags["dvc_exp_name"] == "test-exp"
     assert tags["dvc_stage"] == "train@gru" and tags["git_commit"]
+    assert run.data.params["augment.copies"] == "3" and run.data.params["preprocess.margin"]
+    assert tags["data_version"] == "unknown"  # no dvc.lock here (see the test below)
+    assert run.data.metrics["wall_seconds"] > 0 and run.data.metrics["images_per_second"] > 0
+    assert "wall_seconds" not in summary and "images_per_second" not in summary  # timings
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"model", "history", "curves.png", "model_summary.txt"} <= artifacts
+    assert {"history", "curves.png", "model_summary.txt"} <= artifacts
+    # The model is an MLflow model of this run: signature, input example, same answers.
+    import keras
+    import mlflow
+
+    (logged,) = client.search_logged_models([experiment.experiment_id])
+    assert logged.source_run_id == run.info.run_id and logged.name == "model"
+    info = mlflow.models.get_model_info(f"models:/{logged.model_id}")
+    (image,), (probabilities,) = info.signature.inputs.inputs, info.signature.outputs.inputs
+    assert (image.name, image.type, image.shape) == ("image", np.dtype("float32"),
+                                                     (-1, 32, 32, 1))
+    assert (probabilities.name, probabilities.shape) == ("probabilities",
+                                                         (-1, labels.NUM_CLASSES))
+    assert info.saved_input_example_info is not None
+    images = np.random.default_rng(1).random((3, 32, 32, 1), dtype=np.float32)
+    reloaded = mlflow.keras.load_model(f"models:/{logged.model_id}")
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0),
+                               keras.saving.load_model(out / "gru.keras").predict(
+                                   images, verbose=0), atol=1e-6)
+
+
+def test_the_data_version_is_the_split_hash_dvc_recorded(tmp_path):
+    lock = tmp_path / "dvc.lock"
+    assert tracking.data_version(lock) == "unknown"  # no dvc.lock: not in a pipeline
+    lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "raw": {"outs": [{"path": "data/raw", "md5": "aaa.dir"}]},
+        "split": {"outs": [{"path": "data/split", "md5": "0123abcd.dir", "nfiles": 13}]}}}))
+    assert tracking.data_version(lock) == "0123abcd.dir"
+    lock.write_text("stages: [this is: not a lock")
+    assert tracking.data_version(lock) == "unknown"
 
 
 def test_same_params_same_metrics(tmp_path, tiny_split, params_file, mlflow_store):

@@ -223,12 +223,6 @@ class Scores:
         ref = ModelRef.parse(key)
         return self.results[ref.arch][ref.variant]
 
-    def flat(self, architectures: list[str]) -> dict[str, float]:
-        """``{"<model>.<figure>": value}`` for every model and the ensemble (MLflow metrics)."""
-        keys = [str(ModelRef(a, v)) for a in architectures for v in VARIANTS]
-        return {f"{key}.{name}": value for key in keys + [champion_policy.ENSEMBLE]
-                for name, value in self.figures(key).items()}
-
 
 def score_models(params: Params, models_dir: Path, images: np.ndarray, y_true: np.ndarray,
                  calls: int) -> Scores:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from handwriting import labels
 from handwriting.augmentation import AugmentSettings
 from handwriting.datasets import write_json
@@ -64,7 +66,8 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: F
 
     ``train_fn(model, train, val, callbacks) -> (history, row_to_report)`` replaces the plain
     fixed-epoch fit (the tuned variant adopts its search's winner). ``extra_summary`` adds to
-    or replaces the summary's figures (``None`` removes one).
+    or replaces the summary's figures. The run logs the model as an MLflow model
+    (:func:`log_keras_model`), the history, the curves and the timings.
     """
     use_engine(fit_settings.engine)  # before Keras is first imported
     import mlflow
@@ -85,6 +88,8 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: F
                            **{f"model.{k}": v for k, v in hparams.items()},
                            **(extra_params or {}),
                            "base.seed": params.base.seed, "base.image_size": size,
+                           **{f"preprocess.{k}": v for k, v in vars(params.preprocess).items()},
+                           **{f"augment.{k}": v for k, v in vars(params.augment).items()},
                            "keras.backend": keras_backend(),
                            "data.train_images": len(train[0]), "data.val_images": len(val[0])})
         started = time.perf_counter()
@@ -107,7 +112,7 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: F
             timings["images_per_second"] = len(train[0]) * len(rows) / max(seconds, 1e-9)
         mlflow.log_metrics({**timings, "params": summary["params"],
                             "final_val_accuracy": summary["val_accuracy"]})
-        mlflow.log_artifact(str(model_path), "model")
+        log_keras_model(model, val[0][:1])
         mlflow.log_artifact(str(history_path), "history")
         mlflow.log_figure(_curves_figure(rows, f"{arch} ({variant})"), "curves.png")
         lines: list[str] = []
@@ -116,6 +121,56 @@ def tracked_training(*, arch: str, variant: str, params: Params, fit_settings: F
         print(f"{arch} {variant}: val_accuracy {summary['val_accuracy']:.3f} after "
               f"{summary['epochs']} epochs in {seconds:.0f} s (MLflow run {run.info.run_id})")
     return summary
+
+
+def log_keras_model(model, example: np.ndarray) -> None:
+    """Log ``model`` in the active MLflow run as the MLflow model ``model`` (Keras flavour), so
+    the UI's Models view lists it beside its run: its signature (``image``: float32
+    [N, S, S, 1] in [0, 1], ink bright, as the shared preprocessing gives; ``probabilities``:
+    float32 [N, 52] in :data:`handwriting.labels.CLASSES` order), ``example`` (uint8 images
+    [N, S, S] of the validation split) as its input example, and the library versions it
+    needs, pinned to this environment."""
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    size = int(model.inputs[0].shape[1])
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, size, size, 1), "image")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, labels.NUM_CLASSES),
+                                   "probabilities")]))
+    mlflow.models.Model.log(artifact_path=None, name="model", flavor=_KerasFlavor,
+                            keras_model=model, signature=signature,
+                            input_example=example[..., None].astype(np.float32) / 255.0,
+                            pip_requirements=_keras_requirements())
+
+
+class _KerasFlavor:
+    """``mlflow.keras`` as :meth:`mlflow.models.Model.log` calls it, with the model folder made
+    first: ``mlflow.keras.save_model`` writes the input example before it creates the folder
+    and fails (mlflow/mlflow#16183, still open in MLflow 3.17)."""
+
+    @staticmethod
+    def save_model(path: str, keras_model, **kwargs: Any) -> None:
+        import mlflow
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        mlflow.keras.save_model(keras_model, path, **kwargs)
+
+
+def _keras_requirements() -> list[str]:
+    """Keras and its backend at this environment's versions (what loading the model needs)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    backend = keras_backend()
+    packages = ["keras", "numpy", {"jax": "jax", "torch": "torch"}.get(backend, "tensorflow")]
+    pinned = []
+    for package in packages:
+        try:
+            pinned.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pinned.append(package)
+    return pinned
 
 
 def keras_backend() -> str:

@@ -7,9 +7,11 @@ loss, top-5 accuracy, calibration error, parameter count, multiply-adds per imag
 size. Writes the figures as DVC metrics, per-class reports, confusion records, ROC
 curves, a comparison bar chart and table, explanation grids (Grad-CAM or saliency), galleries
 of confident mistakes, the most confused pairs, and a cross-dataset evaluation on the external
-datasets listed in ``evaluate.crossdata``; everything is also logged to an MLflow run, with
-each model's single-image latency on the fast path (a timing: it differs on every run, so it
-stays out of the DVC metrics, and ``dvc metrics diff`` of two identical runs prints nothing).
+datasets listed in ``evaluate.crossdata``. The MLflow run ``evaluate`` holds the files and
+plots, and a child run per model (tagged ``variant`` untuned | tuned | ensemble) its figures
+under the same names, so the UI compares them, with its single-image latency on the fast path
+(a timing: it differs on every run, so it stays out of the DVC metrics, and ``dvc metrics
+diff`` of two identical runs prints nothing).
 
 Each architecture's tuning gain, tuned minus untuned, is computed from the two model files'
 predictions: the accuracy gain on the validation split, the test split and every cross-dataset
@@ -37,6 +39,7 @@ from handwriting.evaluation import comparison
 from handwriting.evaluation import ensemble as ensembles
 from handwriting.evaluation.ensemble import EnsembleError
 from handwriting.evaluation.settings import EvaluateSettings
+from handwriting.models.reference import ModelRef
 from handwriting.params import Params, ParamsError, load_params
 
 PLOT_FOLDERS = ("confusion", "roc", "explain", "mistakes", "crossdata")
@@ -89,6 +92,12 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
 
 def _log_run(scores: comparison.Scores, archs: list[str], crossdata: dict[str, Any],
              champion: str, files: list[Path], plots_dir: Path) -> None:
+    """One MLflow run ``evaluate`` with the files and plots, and a child run per model (every
+    architecture's untuned and tuned model, and the ensemble), tagged with its architecture and
+    ``variant`` (untuned | tuned | ensemble) and holding its figures under the same names, so
+    the UI compares them side by side: the test figures, ``latency_ms``,
+    ``<dataset>.<figure>`` on each cross-dataset set, and on a tuned model its tuning gain
+    (``tuning_gain.<figure>``)."""
     import mlflow
 
     from handwriting import tracking
@@ -99,16 +108,27 @@ def _log_run(scores: comparison.Scores, archs: list[str], crossdata: dict[str, A
                                              variant="evaluate",
                                              pretrained=all(scores.pretrained.values())),
                          "champion": champion})
-        flat = scores.flat(archs)
-        flat.update({f"{key}.latency_ms": value for key, value in scores.latency_ms.items()})
-        flat.update({f"crossdata.{d}.{k}.{n}": v for d, models_ in crossdata.items()
-                     for k, m in models_.items() if isinstance(m, dict) for n, v in m.items()})
-        flat.update({f"tuning_gain.{arch}.{name}": value for arch in archs
-                     for name, value in scores.results[arch]["tuning_gain"].items()})
-        mlflow.log_metrics(flat)
         for path in files:
             mlflow.log_artifact(str(path))
         mlflow.log_artifacts(str(plots_dir), "plots")
+        for key in [*comparison.model_names(archs), champion_policy.ENSEMBLE]:
+            ensemble = key == champion_policy.ENSEMBLE
+            ref = None if ensemble else ModelRef.parse(key)
+            figures = {**scores.figures(key), "latency_ms": scores.latency_ms[key]}
+            figures.update({f"{name}.{figure}": value for name, models in crossdata.items()
+                            for figure, value in (models.get(key) or {}).items()})
+            if ref is not None and ref.variant == "tuned":
+                figures.update({f"tuning_gain.{name}": value for name, value in
+                                scores.results[ref.arch]["tuning_gain"].items()})
+            with mlflow.start_run(run_name=key, nested=True):
+                mlflow.set_tags({
+                    **tracking.run_tags(
+                        stage="evaluate", architecture="ensemble" if ref is None else ref.arch,
+                        variant="ensemble" if ref is None else ref.variant,
+                        pretrained=all(scores.pretrained.values()) if ref is None
+                        else scores.pretrained[ref.arch]),
+                    "model": key, "champion": str(key == champion).lower()})
+                mlflow.log_metrics(figures)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -156,8 +156,10 @@ def _register(params: Params, serving_dir: Path, champion: str, chosen: dict[str
 
     tracking.configure()
     name = params.export.registered_model
-    # The commit and the DVC experiment (if any): on the run and on the registered version.
-    origin = {"git_commit": tracking.git_commit(), **tracking.experiment_tags()}
+    # The commit, the data and the DVC experiment (if any): on the run and on the registered
+    # version.
+    origin = {"git_commit": tracking.git_commit(), "data_version": tracking.data_version(),
+              **tracking.experiment_tags()}
     experiment = origin.get("dvc_exp_name")
     with mlflow.start_run(run_name="export"):
         mlflow.set_tags({"stage": "export", "champion": champion, **origin})
