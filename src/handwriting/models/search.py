@@ -495,12 +495,13 @@ def train_at_rung(context: TrialContext, rung: Rung, config: dict[str, Any], cid
     make_reproducible(seed + cid, params.base.deterministic)
     model = build(arch, (params.base.image_size,) * 2 + (1,), labels.NUM_CLASSES, **hparams)
     callbacks = [*(callbacks or []), _nan_guard(label)]
-    # The rung's share of the training data (the same rows for every configuration: a frozen
-    # VGG base computes their features once, kept in the context's cache and on disk).
-    data = subsample(*context.train, rung.share, seed)
-    if not rung.top and frozen_feature_split(model) is None:
-        # whole batches only below the top: a short last batch is one more compile
-        data = whole_batches(*data, fit.batch_size, seed)
+    if frozen_feature_split(model) is not None:
+        # A frozen base's features of the whole split are computed once (and kept in the
+        # context's cache), and its head trains fast: its budget is the epochs alone.
+        data = context.train
+    else:  # whole batches only below the top: a short last batch is one more compile
+        data = subsample(*context.train, rung.share, seed)
+        data = data if rung.top else whole_batches(*data, fit.batch_size, seed)
     scratch = context.scratch
     if rung.top:
         if scratch is None:
