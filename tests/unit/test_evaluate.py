@@ -129,6 +129,7 @@ def test_evaluate_writes_every_output(tiny_project):
         {"untuned", "tuned", "ensemble"}
     tuned = children["lenet5-tuned"].data
     assert tuned.tags["architecture"] == "lenet5" and tuned.metrics["latency_ms"] > 0
+    assert tuned.tags["pretrained"] == "false"  # the model's own flag (no ImageNet weights)
     assert tuned.metrics["accuracy"] == pytest.approx(written["lenet5"]["tuned"]["accuracy"])
     assert tuned.metrics["tuning_gain.val_accuracy"] == \
         pytest.approx(written["lenet5"]["tuning_gain"]["val_accuracy"])

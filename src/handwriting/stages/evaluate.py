@@ -125,8 +125,7 @@ def _log_run(scores: comparison.Scores, archs: list[str], crossdata: dict[str, A
                     **tracking.run_tags(
                         stage="evaluate", architecture="ensemble" if ref is None else ref.arch,
                         variant="ensemble" if ref is None else ref.variant,
-                        pretrained=all(scores.pretrained.values()) if ref is None
-                        else scores.pretrained[ref.arch]),
+                        pretrained=bool(scores.figures(key)["pretrained"])),
                     "model": key, "champion": str(key == champion).lower()})
                 mlflow.log_metrics(figures)
 
