@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from handwriting import __version__, labels
-from handwriting.models.reference import FALLBACK_ORDER, ModelRef
+from handwriting.models.reference import ModelRef
+from handwriting.models.registry import FALLBACK_ORDER
 
 
 def _classes(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 EXPERIMENT = "handwriting"
@@ -121,6 +121,20 @@ def data_version(lock: Path = Path("dvc.lock"), path: str = SPLIT_DATA) -> str:
             if isinstance(out, dict) and out.get("path") == path and "md5" in out:
                 return str(out["md5"])
     return "unknown"
+
+
+def pinned(packages: Iterable[str]) -> list[str]:
+    """``package==version`` of each of ``packages`` at this environment's version (the bare
+    name where it is not installed): the pip requirements of a model logged to MLflow."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    requirements = []
+    for package in packages:
+        try:
+            requirements.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            requirements.append(package)
+    return requirements
 
 
 def experiment_tags() -> dict[str, str]:

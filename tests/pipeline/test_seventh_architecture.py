@@ -1,6 +1,7 @@
-"""Adding an architecture: one builder in the zoo and its train and tune entries in params.yaml.
+"""Adding an architecture: a builder in the zoo, its registry entry, and its train and tune
+entries in params.yaml.
 
-A tiny extra builder is registered in the zoo and listed in ``train.architectures``; the
+A tiny extra builder is registered (the zoo and the registry) and listed in ``train.architectures``; the
 train, tune, evaluate and export stages then take it like the seed's six, with no other code
 edited. (dvc.yaml's stages follow ``train.architectures`` through ``foreach``; its evaluate and
 export deps name each ``models/<arch>`` folder, and ``test_dvc_yaml`` fails until a new one is
@@ -21,6 +22,7 @@ pytest.importorskip("onnxruntime")
 from handwriting import labels  # noqa: E402
 from handwriting.datasets import save_arrays  # noqa: E402
 from handwriting.models import zoo  # noqa: E402
+from handwriting.models.registry import REGISTRY, Architecture  # noqa: E402
 from handwriting.params import load_params  # noqa: E402
 from handwriting.stages import evaluate, export, train, tune  # noqa: E402
 from tests.conftest import repo_params  # noqa: E402
@@ -87,6 +89,8 @@ def run_pipeline(tmp_path, sections: dict[str, dict], spaces: dict[str, dict],
 def test_a_seventh_architecture_needs_only_its_builder_and_params(tmp_path, monkeypatch,
                                                                   mlflow_store):
     monkeypatch.setitem(zoo.ARCHITECTURES, "tinycnn", build_tinycnn)
+    monkeypatch.setitem(REGISTRY, "tinycnn", Architecture(
+        "tinycnn", "cnn", frozen_base=False, seed_study=False, fallback_rank=8))
     run = run_pipeline(tmp_path, {"tinycnn": {"epochs": 1, "batch_size": 32,
                                               "learning_rate": 0.01, "filters": 4,
                                               "dropout": 0.1}},

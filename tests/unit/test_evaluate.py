@@ -292,12 +292,12 @@ def test_vgg_models_share_their_base_features_and_keep_their_probabilities():
     import keras
 
     from handwriting.evaluation.comparison import Scores, predict_all
-    from handwriting.models.zoo import _find_vgg_base, build
+    from handwriting.models.zoo import build, find_vgg_base
 
     keras.utils.set_random_seed(5)
     vgg16 = build("vgg16", (32, 32, 1), labels.NUM_CLASSES, weights=None)
     vgg16_gru = build("vgg16_gru", (32, 32, 1), labels.NUM_CLASSES, weights=None, units=8)
-    _find_vgg_base(vgg16_gru).set_weights(_find_vgg_base(vgg16).get_weights())
+    find_vgg_base(vgg16_gru).set_weights(find_vgg_base(vgg16).get_weights())
     other = build("vgg16", (32, 32, 1), labels.NUM_CLASSES, weights=None)  # its own base
     images = np.random.default_rng(0).integers(0, 256, (300, 32, 32), dtype=np.uint8)
     scores = Scores()

@@ -20,7 +20,8 @@ from handwriting.evaluation import ensemble as ensembles
 from handwriting.evaluation.champion import ENSEMBLE
 from handwriting.evaluation.ensemble import EnsembleError
 from handwriting.evaluation.settings import EvaluateSettings
-from handwriting.models.reference import FALLBACK_ORDER, VARIANTS, ModelRef, in_study_order
+from handwriting.models.reference import VARIANTS, ModelRef
+from handwriting.models.registry import FALLBACK_ORDER, in_study_order
 from handwriting.params import ParamsError
 from handwriting.serving.predictor import SERVING_JSON
 

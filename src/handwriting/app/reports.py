@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from handwriting import labels
-from handwriting.models.reference import VARIANTS, ModelRef, in_study_order
+from handwriting.models.reference import VARIANTS, ModelRef
+from handwriting.models.registry import in_study_order
 
 
 def describe(arch: str) -> str:

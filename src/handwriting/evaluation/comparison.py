@@ -27,9 +27,9 @@ from handwriting.evaluation.metrics import (
 )
 from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.keras_inference import compiled_predictor
-from handwriting.models.fitting import _features_key as features_key  # the feature cache's key
-from handwriting.models.fitting import frozen_feature_split
-from handwriting.models.reference import SEED_ARCHITECTURES, VARIANTS, ModelRef, tuned_names
+from handwriting.models.fitting import features_key, frozen_feature_split
+from handwriting.models.reference import VARIANTS, ModelRef, tuned_names
+from handwriting.models.registry import SEED_ARCHITECTURES, has_frozen_base
 from handwriting.params import Params
 
 ROC_GRID = np.linspace(0.0, 1.0, 101)
@@ -102,7 +102,7 @@ def _report_table(rows: list[tuple[str, str, dict[str, Any]]], champion: str) ->
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, variant, m in rows:
         name = ModelRef.parse(key).arch if key != champion_policy.ENSEMBLE else key
-        flags = " (pretrained: false)" if "vgg" in name and not m["pretrained"] else ""
+        flags = " (pretrained: false)" if has_frozen_base(name) and not m["pretrained"] else ""
         beyond = name not in (*SEED_ARCHITECTURES, champion_policy.ENSEMBLE)
         flags += " (beyond the seed)" if beyond else ""
         flags += " **champion**" if key == champion else ""
@@ -253,7 +253,7 @@ def score_models(params: Params, models_dir: Path, images: np.ndarray, y_true: n
                            pretrained=int(is_pretrained(model)))
             scores.latency_ms[key] = median_latency_ms([scores.predictors[key]], inputs01[0],
                                                        calls)
-            scores.pretrained[arch] = bool(figures["pretrained"]) or "vgg" not in arch
+            scores.pretrained[arch] = bool(figures["pretrained"]) or not has_frozen_base(arch)
             scores.results[arch][variant] = figures
             print(f"evaluate: {key}: accuracy {figures['accuracy']:.3f}, case-insensitive "
                   f"{figures['case_insensitive_accuracy']:.3f}, merged-37 "

@@ -269,9 +269,9 @@ def frozen_feature_split(model):
     """
     import keras
 
-    from handwriting.models.zoo import _find_vgg_base
+    from handwriting.models.zoo import find_vgg_base
 
-    base = _find_vgg_base(model)
+    base = find_vgg_base(model)
     if base is None or base.trainable:
         return None
     # Functional models list layers in graph order, and the VGG models are a chain after the
@@ -303,7 +303,7 @@ def _leaf_layers(model) -> Iterator:
             yield layer
 
 
-def _features_key(features_model, images: np.ndarray) -> str:
+def features_key(features_model, images: np.ndarray) -> str:
     """A digest of everything the features depend on: the libraries, the dtype policy, the
     extractor's layers (class and configuration, not their names: ``vgg16`` and ``vgg16_gru``
     share one base, and Keras numbers unnamed layers per process) and weights, and the
@@ -344,7 +344,7 @@ class FeatureCache:
 
     def get(self, features_model, images: np.ndarray, seed: int) -> np.ndarray:
         """The base's features of ``images``: from memory, from the folder, or computed."""
-        key = _features_key(features_model, images)
+        key = features_key(features_model, images)
         if key not in self.features:
             shape = (len(images), *features_model.output.shape[1:])
             found = self._read(key, shape)
@@ -414,7 +414,7 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
     jit_compile = use_engine(fit.engine).jit_compile
     import keras
 
-    from handwriting.models.zoo import _find_vgg_base
+    from handwriting.models.zoo import find_vgg_base
 
     callbacks = list(callbacks or [])
     learning_rate = learning_rate_schedule(fit, steps_per_epoch(len(train[0]), fit.batch_size))
@@ -433,7 +433,7 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
                           f"train.{model.name}.augment_on_the_fly: 0")
     features, head = split
     cache = cache if cache is not None else FeatureCache()
-    base = _find_vgg_base(model)
+    base = find_vgg_base(model)
     assert base is not None  # frozen_feature_split found it
     if cache.base_weights is None:
         cache.base_weights = base.get_weights()

@@ -13,20 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VARIANTS = ("untuned", "tuned")
-# The seed study's six architectures, in its order (the README's, the app's). Any other
-# architecture of train.architectures is "beyond the seed" in the reports.
-SEED_ARCHITECTURES = ("lenet5", "vgg16", "lstm", "gru", "lenet5_gru", "vgg16_gru")
-# The order in which the command line and the app fall back to a tuned model when no champion
-# is served (models/serving/ missing): the best fast ones first.
-FALLBACK_ORDER = ("rescnn", "lenet5_gru", "lenet5", "gru", "lstm", "vgg16_gru", "vgg16")
-
-
-def in_study_order(architectures) -> list[str]:
-    """``architectures`` with the seed's six first, in the seed's order, then the others
-    sorted."""
-    found = set(architectures)
-    seed = [arch for arch in SEED_ARCHITECTURES if arch in found]
-    return seed + sorted(found - set(seed))
 
 
 @dataclass(frozen=True)

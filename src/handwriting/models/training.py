@@ -160,17 +160,11 @@ class _KerasFlavor:
 
 def _keras_requirements() -> list[str]:
     """Keras and its backend at this environment's versions (what loading the model needs)."""
-    from importlib.metadata import PackageNotFoundError, version
+    from handwriting import tracking
 
     backend = keras_backend()
-    packages = ["keras", "numpy", {"jax": "jax", "torch": "torch"}.get(backend, "tensorflow")]
-    pinned = []
-    for package in packages:
-        try:
-            pinned.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            pinned.append(package)
-    return pinned
+    return tracking.pinned(["keras", "numpy",
+                            {"jax": "jax", "torch": "torch"}.get(backend, "tensorflow")])
 
 
 def keras_backend() -> str:

@@ -41,6 +41,8 @@ from typing import Any
 import keras
 from keras import layers
 
+from handwriting.models.registry import REGISTRY
+
 # The ImageNet channel means VGG-16 was trained with, in its BGR channel order ("caffe" mode
 # of keras.applications.vgg16.preprocess_input), on a 0..255 scale.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -219,7 +221,7 @@ def vgg16_base(
         ) from error
 
 
-def _find_vgg_base(model: keras.Model) -> keras.Model | None:
+def find_vgg_base(model: keras.Model) -> keras.Model | None:
     """The nested VGG-16 base of a model, or None."""
     for layer in model.layers:
         if isinstance(layer, keras.Model) and any(
@@ -235,7 +237,7 @@ def is_pretrained(model: keras.Model) -> bool:
     Read from the base layer's name, so it also holds for a model loaded from ``.keras``.
     Models without a VGG-16 base (trained from scratch) give False.
     """
-    base = _find_vgg_base(model)
+    base = find_vgg_base(model)
     return base is not None and base.name == VGG_BASE_PRETRAINED
 
 
@@ -255,7 +257,7 @@ def unfreeze_top_vgg_blocks(model: keras.Model, blocks: int) -> list[str]:
     """
     if isinstance(blocks, bool) or not isinstance(blocks, int) or not 0 <= blocks <= VGG_BLOCKS:
         raise ValueError(f"blocks must be an integer from 0 to {VGG_BLOCKS}; got {blocks!r}")
-    base = _find_vgg_base(model)
+    base = find_vgg_base(model)
     if base is None:
         raise ValueError(f"model {model.name!r} has no VGG-16 base to unfreeze")
     first_trainable = VGG_BLOCKS - blocks + 1
@@ -474,14 +476,10 @@ def build_rescnn(
 # By name
 # --------------------------------------------------------------------------------------------
 
+# Every architecture of the registry (its metadata: handwriting.models.registry), by name, to
+# its builder: the zoo's convention is one ``build_<name>`` per registered name.
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
-    "lenet5": build_lenet5,
-    "vgg16": build_vgg16,
-    "lstm": build_lstm,
-    "gru": build_gru,
-    "lenet5_gru": build_lenet5_gru,
-    "vgg16_gru": build_vgg16_gru,
-    "rescnn": build_rescnn,
+    name: globals()[f"build_{name}"] for name in REGISTRY
 }
 
 

@@ -166,16 +166,10 @@ def _requirements() -> list[str]:
     """What the served model imports, pinned to the versions here. The ``handwriting``
     package itself is not on PyPI: serve from the project's environment
     (``--env-manager local``)."""
-    from importlib.metadata import PackageNotFoundError, version
+    from handwriting import tracking
 
-    pinned = []
-    for package in ("mlflow", "onnxruntime", "numpy", "pandas", "pillow",
-                    "opencv-python-headless", "pyyaml"):
-        try:
-            pinned.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            pinned.append(package)
-    return pinned
+    return tracking.pinned(["mlflow", "onnxruntime", "numpy", "pandas", "pillow",
+                            "opencv-python-headless", "pyyaml"])
 
 
 @dataclass(frozen=True)

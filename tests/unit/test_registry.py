@@ -1,0 +1,37 @@
+"""The architecture registry: every list of architectures comes from it, and the zoo builds
+exactly the registered ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from handwriting.models.registry import (
+    FALLBACK_ORDER,
+    REGISTRY,
+    SEED_ARCHITECTURES,
+    Architecture,
+    has_frozen_base,
+    in_study_order,
+)
+
+
+def test_the_lists_derive_from_the_registry():
+    assert SEED_ARCHITECTURES == ("lenet5", "vgg16", "lstm", "gru", "lenet5_gru", "vgg16_gru")
+    assert FALLBACK_ORDER[0] == "rescnn" and set(FALLBACK_ORDER) == set(REGISTRY)
+    ranks = [entry.fallback_rank for entry in REGISTRY.values()]
+    assert len(set(ranks)) == len(ranks), "two architectures share a fallback rank"
+    assert [name for name in REGISTRY if has_frozen_base(name)] == ["vgg16", "vgg16_gru"]
+    assert not has_frozen_base("ensemble") and not has_frozen_base("no-such-arch")
+    assert in_study_order(["rescnn", "gru", "aaa", "lenet5"]) == ["lenet5", "gru", "aaa",
+                                                                   "rescnn"]
+
+
+def test_the_zoo_builds_every_registered_architecture_and_no_other():
+    zoo = pytest.importorskip("handwriting.models.zoo")
+    assert list(zoo.ARCHITECTURES) == list(REGISTRY)
+    assert all(zoo.ARCHITECTURES[name].__name__ == f"build_{name}" for name in REGISTRY)
+
+
+def test_an_entry_checks_its_family():
+    with pytest.raises(ValueError, match="family must be one of cnn, recurrent"):
+        Architecture("mlp", "dense", frozen_base=False, seed_study=False, fallback_rank=9)
