@@ -22,12 +22,11 @@ from handwriting import cli, labels  # noqa: E402
 from handwriting.imaging import ImageError, PreprocessSettings, preprocess  # noqa: E402
 from handwriting.models.zoo import build  # noqa: E402
 from handwriting.serving.onnx_export import (  # noqa: E402
-    INPUT_NAME,
-    OUTPUT_NAME,
     agreement,
     export_onnx,
     quantize_int8,
 )
+from handwriting.serving.onnx_graph import INPUT_NAME, OUTPUT_NAME  # noqa: E402
 from handwriting.serving.predictor import Predictor, write_serving_dir  # noqa: E402
 
 SIZE = 32
@@ -159,7 +158,7 @@ def _scrambled(proto, rng: np.random.Generator):
     constants in reverse, its nodes in another valid order (random among the ready ones)."""
     import onnx
 
-    from handwriting.serving.onnx_export import _all_graphs, _free_names, _subgraphs
+    from handwriting.serving.onnx_graph import all_graphs, free_names, subgraphs
 
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
@@ -168,7 +167,7 @@ def _scrambled(proto, rng: np.random.Generator):
     def new(name: str) -> str:
         return names.setdefault(name, f"v{rng.integers(10**9)}_{len(names)}")
 
-    for graph in _all_graphs(copy.graph):
+    for graph in all_graphs(copy.graph):
         for value in list(graph.input) + list(graph.output) + list(graph.initializer) \
                 + list(graph.value_info):
             value.name = new(value.name)
@@ -179,13 +178,13 @@ def _scrambled(proto, rng: np.random.Generator):
         constants = list(graph.initializer)[::-1]
         del graph.initializer[:]
         graph.initializer.extend(constants)
-    for graph in _all_graphs(copy.graph):
+    for graph in all_graphs(copy.graph):
         known = {value.name for value in list(graph.input) + list(graph.initializer)}
-        outer = _free_names(graph)  # a loop body's values from around it
+        outer = free_names(graph)  # a loop body's values from around it
         pending, order = list(graph.node), []
         while pending:
             ready = [n for n in pending if (set(n.input) | set().union(
-                *map(_free_names, _subgraphs(n)))) - {""} <= known | outer]
+                *map(free_names, subgraphs(n)))) - {""} <= known | outer]
             chosen = ready[int(rng.integers(len(ready)))]
             pending.remove(chosen)
             order.append(chosen)
@@ -204,7 +203,7 @@ def test_canonical_names_depend_only_on_what_the_graph_computes(tmp_path):
     the same bytes as the export itself."""
     import onnx
 
-    from handwriting.serving.onnx_export import _canonical_names
+    from handwriting.serving.onnx_graph import canonical_names
 
     keras.utils.set_random_seed(3)
     model = build("lenet5_gru", (SIZE, SIZE, 1), labels.NUM_CLASSES, units=8)
@@ -212,7 +211,7 @@ def test_canonical_names_depend_only_on_what_the_graph_computes(tmp_path):
     for seed in range(3):
         scrambled = _scrambled(exported, np.random.default_rng(seed))
         assert scrambled.SerializeToString() != exported.SerializeToString()
-        _canonical_names(scrambled)
+        canonical_names(scrambled)
         assert scrambled.SerializeToString() == exported.SerializeToString()
 
 
