@@ -71,12 +71,8 @@ def child(arch: str, engine: str, images: int, epochs: int, params_path: Path) -
     from handwriting import labels
     from handwriting.augmentation import AugmentSettings
     from handwriting.models.cost import multiply_adds
-    from handwriting.models.fitting import (
-        FeatureCache,
-        fit_model,
-        frozen_feature_split,
-        make_reproducible,
-    )
+    from handwriting.models.features import FeatureCache, frozen_feature_split
+    from handwriting.models.fitting import fit_model, make_reproducible
     from handwriting.models.training import arch_settings
     from handwriting.models.zoo import build
     from handwriting.params import load_params

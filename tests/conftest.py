@@ -43,7 +43,7 @@ def feature_cache(tmp_path_factory):
     """Frozen-base features and JAX's compiled steps persist in folders of this test session,
     not the user's caches."""
     from handwriting.models.engine import JAX_CACHE_ENV
-    from handwriting.models.fitting import FEATURE_CACHE_ENV
+    from handwriting.models.features import FEATURE_CACHE_ENV
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(FEATURE_CACHE_ENV, str(tmp_path_factory.mktemp("feature-cache")))

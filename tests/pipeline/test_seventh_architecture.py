@@ -1,9 +1,9 @@
 """Adding an architecture: a builder in the zoo, its registry entry, and its train and tune
 entries in params.yaml.
 
-A tiny extra builder is registered (the zoo and the registry) and listed in ``train.architectures``; the
-train, tune, evaluate and export stages then take it like the seed's six, with no other code
-edited. (dvc.yaml's stages follow ``train.architectures`` through ``foreach``; its evaluate and
+A tiny extra builder is registered (the zoo and the registry) and listed in
+``train.architectures``; the train, tune, evaluate and export stages then take it like the
+seed's six, with no other code edited. (dvc.yaml's stages follow ``train.architectures`` through ``foreach``; its evaluate and
 export deps name each ``models/<arch>`` folder, and ``test_dvc_yaml`` fails until a new one is
 listed there.)
 """

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 
 from handwriting import labels
-from handwriting.models.fitting import (
+from handwriting.models.features import (
     FEATURE_CACHE_ENV,
     FeatureCache,
     feature_cache_folder,
-    fit_model,
     frozen_feature_split,
-    make_reproducible,
 )
+from handwriting.models.fitting import fit_model, make_reproducible
 from tests.conftest import fit_settings
 
 keras = pytest.importorskip("keras")

@@ -212,7 +212,7 @@ def test_fit_settings_are_frozen_and_replace_validates():
 
 
 def test_a_written_history_reads_back_in_keras_shape(tmp_path):
-    from handwriting.models.fitting import read_history, write_history
+    from handwriting.models.history import read_history, write_history
 
     history = {"accuracy": [0.5, 0.75], "loss": [1.25, 0.5], "val_accuracy": [0.25, 0.5],
                "val_loss": [2.0, 1.5]}

@@ -27,7 +27,7 @@ from handwriting.evaluation.metrics import (
 )
 from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.keras_inference import compiled_predictor
-from handwriting.models.fitting import features_key, frozen_feature_split
+from handwriting.models.features import features_key, frozen_feature_split
 from handwriting.models.reference import VARIANTS, ModelRef, tuned_names
 from handwriting.models.registry import SEED_ARCHITECTURES, has_frozen_base
 from handwriting.params import Params

@@ -1,4 +1,4 @@
-"""Feeding the split arrays to Keras, the one training routine, and per-epoch records.
+"""Feeding the split arrays to Keras, and the one training routine.
 
 The training recipe of an architecture is a :class:`FitSettings` (``train.defaults`` merged with
 ``train.<arch>`` in params.yaml): optimizer and learning rate, label smoothing, a cosine
@@ -9,18 +9,12 @@ batch's position in the run, so the same seed gives the same batches.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
 import itertools
-import json
 import math
-import os
-import sys
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +22,10 @@ import numpy as np
 
 from handwriting import labels
 from handwriting.augmentation import AugmentSettings, augment_image
-from handwriting.models.engine import ENGINES, use_engine, user_cache_folder
+from handwriting.models.engine import ENGINES, use_engine
+from handwriting.models.features import FeatureCache, frozen_feature_split
 from handwriting.params import ParamsError
 
-HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -262,140 +256,6 @@ def compile_model(model, optimizer: str = "adam", learning_rate=1e-3,
                   metrics=["accuracy"], jit_compile=jit_compile)
 
 
-def frozen_feature_split(model):
-    """(feature extractor, head) when the model starts with a frozen VGG-16 base, else None.
-
-    The head shares its layers with ``model``: training the head trains the model.
-    """
-    import keras
-
-    from handwriting.models.zoo import find_vgg_base
-
-    base = find_vgg_base(model)
-    if base is None or base.trainable:
-        return None
-    # Functional models list layers in graph order, and the VGG models are a chain after the
-    # base: the next layer consumes the base's features.
-    after_base = model.layers[model.layers.index(base) + 1]
-    features = keras.Model(model.inputs, after_base.input, name=f"{model.name}_features")
-    head = keras.Model(after_base.input, model.outputs, name=f"{model.name}_head")
-    return features, head
-
-
-FEATURE_CACHE_ENV = "HANDWRITING_FEATURE_CACHE"
-# Part of every cache key: bump it when make_dataset's scaling of the images changes (the one
-# input of the features the extractor's own layers and weights do not describe).
-FEATURE_CACHE_VERSION = 1
-
-
-def feature_cache_folder() -> Path | None:
-    """Where frozen-base features are kept between stages: ``$HANDWRITING_FEATURE_CACHE``, else
-    ``$XDG_CACHE_HOME/handwriting/features`` (``~/.cache/handwriting/features``); ``off``
-    keeps them in memory only. Safe to delete at any time."""
-    return user_cache_folder(FEATURE_CACHE_ENV, "features")
-
-
-def _leaf_layers(model) -> Iterator:
-    for layer in model.layers:
-        if getattr(layer, "layers", None):  # a nested model, such as the VGG-16 base
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
-
-
-def features_key(features_model, images: np.ndarray) -> str:
-    """A digest of everything the features depend on: the libraries, the dtype policy, the
-    extractor's layers (class and configuration, not their names: ``vgg16`` and ``vgg16_gru``
-    share one base, and Keras numbers unnamed layers per process) and weights, and the
-    images."""
-    import keras
-    import tensorflow as tf
-
-    digest = hashlib.blake2b(digest_size=20)
-    digest.update(f"v{FEATURE_CACHE_VERSION} keras {keras.__version__} tf {tf.__version__} "
-                  f"{keras.backend.backend()} {keras.config.dtype_policy().name} "
-                  f"{images.shape} {images.dtype}".encode())
-    for layer in _leaf_layers(features_model):
-        config = {key: value for key, value in layer.get_config().items() if key != "name"}
-        digest.update(type(layer).__name__.encode())
-        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for weights in features_model.get_weights():
-        digest.update(f"{weights.shape}{weights.dtype}".encode())
-        digest.update(np.ascontiguousarray(weights).tobytes())
-    digest.update(np.ascontiguousarray(images).tobytes())
-    return digest.hexdigest()
-
-
-@dataclass
-class FeatureCache:
-    """Frozen-base features computed once per base and image set and shared by every model
-    fitted with this cache. The first model's base weights are copied into each later model,
-    so the cached features are its own.
-
-    With a ``folder`` (default :func:`feature_cache_folder`) the features also persist on disk
-    under a digest of the base's weights and the images, so that ``train@vgg16``,
-    ``train@vgg16_gru`` and their ``tune@`` searches compute them once between them: a file is
-    only ever read back for the very same base and images, and an unreadable one is computed
-    again and replaced."""
-
-    folder: Path | None = field(default_factory=feature_cache_folder)
-    base_weights: list | None = None
-    features: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def get(self, features_model, images: np.ndarray, seed: int) -> np.ndarray:
-        """The base's features of ``images``: from memory, from the folder, or computed."""
-        key = features_key(features_model, images)
-        if key not in self.features:
-            shape = (len(images), *features_model.output.shape[1:])
-            found = self._read(key, shape)
-            if found is None:
-                print(f"computing frozen VGG-16 features once for {len(images)} images",
-                      flush=True)
-                inputs = make_dataset(images, np.zeros(len(images), np.int64), 128,
-                                      shuffle=False, seed=seed)
-                found = features_model.predict(inputs.map(lambda x, y: x), verbose=0)
-                self._write(key, found)
-            self.features[key] = found
-        return self.features[key]
-
-    def _read(self, key: str, shape: tuple) -> np.ndarray | None:
-        if self.folder is None:
-            return None
-        path = self.folder / f"{key}.npy"
-        try:
-            if not path.is_file():
-                return None
-            found = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as error:
-            print(f"warning: {path} is unreadable ({error}); computing the features again",
-                  file=sys.stderr, flush=True)
-            return None
-        if found.shape != shape or found.dtype != np.float32:
-            print(f"warning: {path} holds {found.dtype} {found.shape}, not float32 {shape}; "
-                  "computing the features again", file=sys.stderr, flush=True)
-            return None
-        print(f"frozen VGG-16 features for {shape[0]} images from {path}", flush=True)
-        return found
-
-    def _write(self, key: str, found: np.ndarray) -> None:
-        if self.folder is None:
-            return
-        path, partial = self.folder / f"{key}.npy", None
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.folder, suffix=".tmp",
-                                             delete=False) as handle:
-                partial = Path(handle.name)
-                np.save(handle, found, allow_pickle=False)
-            os.replace(partial, path)  # atomic: a reader sees all of it or nothing
-        except OSError as error:
-            if partial is not None:
-                partial.unlink(missing_ok=True)
-            print(f"warning: could not keep the features in {self.folder} ({error}); set "
-                  f"{FEATURE_CACHE_ENV} to a writable folder or to off", file=sys.stderr,
-                  flush=True)
-
-
 def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
               val: tuple[np.ndarray, np.ndarray], seed: int,
               augmentation: AugmentSettings | None = None, callbacks: list | None = None,
@@ -502,59 +362,3 @@ def fine_tune(model, fit: FitSettings, *, start_epoch: int, train, val, seed: in
                      validation_data=_validation_data(fit, val, seed),
                      initial_epoch=start_epoch, epochs=start_epoch + fit.fine_tune_epochs,
                      verbose=2, callbacks=list(callbacks or [])).history
-
-
-def mlflow_epoch_logger():
-    """A Keras callback that logs every epoch's metrics to the active MLflow run."""
-    import keras
-    import mlflow
-
-    class MlflowEpochLogger(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            finite = {k: float(v) for k, v in (logs or {}).items()
-                      if isinstance(v, (int, float, np.floating)) and math.isfinite(float(v))}
-            mlflow.log_metrics(finite, step=epoch + 1)
-
-    return MlflowEpochLogger()
-
-
-def write_history(path: Path, history: dict[str, list[float]]) -> list[dict[str, float]]:
-    """Write the per-epoch history as CSV (epoch from 1); returns the rows."""
-    epochs = len(history.get("loss", []))
-    rows = [{"epoch": epoch + 1, **{name: round(float(history[name][epoch]), 6)
-                                    for name in HISTORY_COLUMNS[1:] if name in history}}
-            for epoch in range(epochs)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
-
-
-def read_history(path: Path) -> dict[str, list[float]]:
-    """A history CSV written by :func:`write_history`, back in Keras's shape (no epoch
-    column)."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise ValueError(f"{path} has no epochs; run the stage that writes it again")
-    try:
-        return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{path} is not a history written by the train stage ({error}); run "
-                         "the stage that writes it again") from None
-
-
-def summarise(rows: list[dict[str, float]], reported: dict[str, float], *, model,
-              pretrained: bool) -> dict[str, Any]:
-    """The training summary written to the DVC metrics: the figures of the ``reported`` epoch
-    (the last, or the best one when early stopping restored it), the epochs run and the model's
-    size. No timings: they differ on every run, so they go to the MLflow run instead, and
-    ``dvc metrics diff`` between two identical runs prints nothing."""
-    return {
-        "accuracy": reported["accuracy"], "loss": reported["loss"],
-        "val_accuracy": reported["val_accuracy"], "val_loss": reported["val_loss"],
-        "reported_epoch": int(reported["epoch"]), "epochs": len(rows),
-        "params": int(model.count_params()), "pretrained": pretrained,
-    }

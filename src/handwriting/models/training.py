@@ -23,10 +23,8 @@ from handwriting.models.fitting import (
     fit_model,
     load_subset,
     make_reproducible,
-    mlflow_epoch_logger,
-    summarise,
-    write_history,
 )
+from handwriting.models.history import mlflow_epoch_logger, summarise, write_history
 from handwriting.models.reference import ModelRef
 from handwriting.params import Params, ParamsError
 

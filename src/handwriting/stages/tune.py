@@ -33,7 +33,7 @@ from typing import Any
 
 from handwriting.datasets import write_csv, write_json
 from handwriting.models.engine import use_engine
-from handwriting.models.fitting import read_history
+from handwriting.models.history import read_history
 from handwriting.models.search import (
     UNTUNED,
     SearchError,

@@ -15,16 +15,15 @@ from typing import Any
 import numpy as np
 
 from handwriting import labels
+from handwriting.models.features import FeatureCache, frozen_feature_split
 from handwriting.models.fitting import (
     FIT_KEYS,
-    FeatureCache,
     FitSettings,
     fit_model,
-    frozen_feature_split,
     load_subset,
     make_reproducible,
-    mlflow_epoch_logger,
 )
+from handwriting.models.history import mlflow_epoch_logger
 from handwriting.models.search.schedule import Rung
 from handwriting.models.search.settings import Space, TuneSettings, in_space, suggest, tune_settings
 from handwriting.models.search.studies import pending
