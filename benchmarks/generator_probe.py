@@ -25,6 +25,7 @@ real dataset.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -40,7 +41,8 @@ from handwriting.evaluation.crossdata import read_class_folder
 from handwriting.evaluation.metrics import classification_metrics
 from handwriting.imaging import PreprocessSettings, preprocess_with, to_uint8
 from handwriting.params import load_params
-from handwriting.synth import measure
+from handwriting.stages.raw import drawing_settings
+from handwriting.synth import DrawSettings, measure
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,16 +51,17 @@ def _draw(job: tuple) -> np.ndarray:
     """Draw and preprocess one letter (in a worker process)."""
     from handwriting.synth import draw_letter, sample_rng
 
-    char, number, seed, kwargs, font_mode, settings = job
+    char, number, seed, drawing, font_mode, settings = job
     rng = sample_rng(seed, char, number)
     if font_mode == "outline":
-        image = _draw_with_outline_fonts(char, rng, kwargs)
+        image = _draw_with_outline_fonts(char, rng, drawing)
     else:
-        image = draw_letter(char, rng, **kwargs)
+        image = draw_letter(char, rng, drawing)
     return to_uint8(preprocess_with(settings, image))
 
 
-def _draw_with_outline_fonts(char: str, rng: np.random.Generator, kwargs: dict) -> np.ndarray:
+def _draw_with_outline_fonts(char: str, rng: np.random.Generator,
+                             drawing: DrawSettings) -> np.ndarray:
     """The generator, except that a font family's glyph is rendered as its outline (the font's
     own stroke contrast), then slanted, rotated, stretched and thinned or thickened: the
     alternative to tracing its centre line."""
@@ -70,11 +73,11 @@ def _draw_with_outline_fonts(char: str, rng: np.random.Generator, kwargs: dict) 
     from handwriting.synth.fonts import _font
 
     state = rng.bit_generator.state
-    form = choose_form(char, rng, kwargs.get("hand_share", 1.0))
-    style = choose_style(char, rng, kwargs["styles"]) if form == FONT_FORM else None
+    form = choose_form(char, rng, drawing.hand_share)
+    style = choose_style(char, rng, drawing.styles) if form == FONT_FORM else None
     if style not in FONT_FAMILIES:
         rng.bit_generator.state = state
-        return draw_letter(char, rng, **kwargs)
+        return draw_letter(char, rng, drawing)
     font = _font(style)
     left, top, right, bottom = font.getbbox(char)
     pad = 60
@@ -95,12 +98,12 @@ def _draw_with_outline_fonts(char: str, rng: np.random.Generator, kwargs: dict) 
     return 255 - ink
 
 
-def generate(per_class: int, seed: int, kwargs: dict, font_mode: str,
+def generate(per_class: int, seed: int, drawing: DrawSettings, font_mode: str,
              settings: PreprocessSettings) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [52 * per_class, S, S] through the shared preprocessing, class ids)."""
     from tqdm import tqdm
 
-    jobs = [(char, n, seed, kwargs, font_mode, settings) for char in labels.CLASSES
+    jobs = [(char, n, seed, drawing, font_mode, settings) for char in labels.CLASSES
             for n in range(per_class)]
     with ProcessPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
         images = list(tqdm(pool.map(_draw, jobs, chunksize=32), total=len(jobs),
@@ -156,6 +159,7 @@ def plot_stroke_weights(datasets: dict[str, dict[str, dict[str, float]]], path: 
 def main(argv: list[str] | None = None) -> int:
     params = load_params(ROOT / "params.yaml")
     synth = params.raw.synthetic
+    drawing = drawing_settings(synth)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-class", type=int, default=synth.per_class)
@@ -163,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="augment-stage variants per generated image (default: params.yaml)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=params.base.seed)
-    parser.add_argument("--styles", nargs="+", default=list(synth.styles))
-    parser.add_argument("--pen-scale", type=float, default=synth.pen_scale)
-    parser.add_argument("--hand-share", type=float, default=synth.hand_share)
+    parser.add_argument("--styles", nargs="+", default=list(drawing.styles))
+    parser.add_argument("--pen-scale", type=float, default=drawing.pen_scale)
+    parser.add_argument("--hand-share", type=float, default=drawing.hand_share)
     parser.add_argument("--font-mode", choices=("strokes", "outline"), default="strokes",
                         help="draw font glyphs as traced strokes (the generator) or outlines")
     parser.add_argument("--real", nargs="+", type=Path,
@@ -177,11 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     preprocess_settings = params.preprocessing
-    kwargs = dict(styles=args.styles, invert_probability=synth.invert_probability,
-                  canvas_sizes=synth.canvas_sizes, pen_scale=args.pen_scale,
-                  hand_share=args.hand_share)
+    drawing = dataclasses.replace(drawing, styles=tuple(args.styles),
+                                  pen_scale=args.pen_scale, hand_share=args.hand_share)
     started = time.perf_counter()
-    images, ids = generate(args.per_class, args.seed, kwargs, args.font_mode,
+    images, ids = generate(args.per_class, args.seed, drawing, args.font_mode,
                            preprocess_settings)
     drawn = time.perf_counter() - started
     weights = {"generated": measure.case_stroke_weights(images, ids)}

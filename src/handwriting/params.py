@@ -7,7 +7,6 @@ Unknown or missing keys are errors that name the key, so a typo in params.yaml (
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -38,11 +37,10 @@ class Preprocess:
 class Synthetic:
     per_class: int
     per_class_overrides: dict[str, int]
-    styles: list[str]
-    invert_probability: float
-    canvas_sizes: list[int]
-    pen_scale: float
-    hand_share: float
+    # Every other key of raw.synthetic: how the generator draws. The generator owns these
+    # settings (handwriting.synth.DrawSettings: their names, defaults and checks); the raw
+    # stage builds them, so a new one is a field there and a key in params.yaml.
+    drawing: dict = field(default_factory=dict, metadata={"rest": True})
 
 
 @dataclass(frozen=True)
@@ -112,6 +110,10 @@ def _build(cls: type, values: Any, where: str) -> Any:
         raise ParamsError(f"params.yaml: '{where or 'the file'}' must be a mapping, "
                           f"got {values!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    rest = next((f.name for f in fields.values() if f.metadata.get("rest")), None)
+    if rest is not None:  # the keys no other field names, passed on as one mapping
+        values = {**{k: v for k, v in values.items() if k in fields and k != rest},
+                  rest: {k: v for k, v in values.items() if k not in fields}}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         names = ", ".join(f"{where}.{key}" if where else key for key in unknown)
@@ -179,16 +181,6 @@ def _check_scalar(value: Any, annotation: str, key: str) -> Any:
     return value
 
 
-def _check_synthetic(synthetic: Synthetic) -> None:
-    # Style names are checked by the raw stage, which knows the generator's styles.
-    if not math.isfinite(synthetic.pen_scale) or synthetic.pen_scale <= 0:
-        raise ParamsError("params.yaml: raw.synthetic.pen_scale must be above 0 (1: the "
-                          f"writer's own pen), got {synthetic.pen_scale}")
-    if not math.isfinite(synthetic.hand_share) or synthetic.hand_share < 0:
-        raise ParamsError("params.yaml: raw.synthetic.hand_share must be 0 (no hand-made forms) "
-                          f"or more, got {synthetic.hand_share}")
-
-
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml. Sections a stage does not need may be absent."""
     path = Path(path)
@@ -203,8 +195,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not 8 <= params.base.image_size <= 512:
         raise ParamsError(f"params.yaml: base.image_size must be between 8 and 512, "
                           f"got {params.base.image_size}")
-    if params.raw is not None:
-        _check_synthetic(params.raw.synthetic)
     if params.export is not None:
         if not params.export.registered_model.strip():
             raise ParamsError("params.yaml: export.registered_model must name the registered "

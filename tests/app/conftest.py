@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from handwriting import labels
-from handwriting.synth import draw_letter
+from handwriting.synth import DrawSettings, draw_letter
 
 
 def letter_png(char: str = "A", seed: int = 3) -> bytes:
     """A synthetic hand-drawn letter, dark on light, as PNG bytes."""
-    image = draw_letter(char, np.random.default_rng(seed), invert_probability=0.0,
-                        canvas_sizes=(96,))
+    image = draw_letter(char, np.random.default_rng(seed), DrawSettings(invert_probability=0.0,
+                        canvas_sizes=(96,)))
     ok, encoded = cv2.imencode(".png", image)
     assert ok
     return encoded.tobytes()

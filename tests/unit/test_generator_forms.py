@@ -10,6 +10,7 @@ from handwriting import labels
 from handwriting.imaging import preprocess, to_uint8
 from handwriting.synth import (
     FONT_FAMILIES,
+    DrawSettings,
     FONT_FORM,
     LETTERS,
     Writer,
@@ -35,8 +36,8 @@ def test_font_family_loads_with_its_recorded_licence_and_draws_every_letter(fami
         points = np.concatenate(skeleton.strokes)
         assert np.isfinite(points).all() and points.min() >= -1e-9 and points.max() <= 1 + 1e-9
         assert skeleton.length > 0.5, (family, char, skeleton.length)
-        image = draw_letter(char, rng, styles=(family,), hand_share=0.0,
-                            invert_probability=0.0, canvas_sizes=(64,))
+        image = draw_letter(char, rng, DrawSettings(styles=(family,), hand_share=0.0,
+                            invert_probability=0.0, canvas_sizes=(64,)))
         assert image.dtype == np.uint8 and image.shape == (64, 64)
         assert (image < 128).sum() >= 20, (family, char)
 
@@ -120,22 +121,22 @@ def test_permanent_marker_is_not_used_for_small_letters_when_others_are_allowed(
 
 @pytest.mark.parametrize("style", ["caveat", "futural"])
 def test_same_seed_gives_byte_identical_images(style):
-    a = draw_letter("g", sample_rng(42, "g", 7), styles=(style, "kalam"))
-    b = draw_letter("g", sample_rng(42, "g", 7), styles=(style, "kalam"))
+    a = draw_letter("g", sample_rng(42, "g", 7), DrawSettings(styles=(style, "kalam")))
+    b = draw_letter("g", sample_rng(42, "g", 7), DrawSettings(styles=(style, "kalam")))
     assert a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 def test_bad_pen_scale_and_hand_share_raise():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="pen_scale"):
-        draw_letter("a", rng, pen_scale=0.0)
+        draw_letter("a", rng, DrawSettings(pen_scale=0.0))
     with pytest.raises(ValueError, match="hand_share"):
-        draw_letter("a", rng, hand_share=-1.0)
+        draw_letter("a", rng, DrawSettings(hand_share=-1.0))
 
 
 def test_pen_scale_thickens_strokes():
     def weight(scale):
-        images = [to_uint8(preprocess(draw_letter("H", sample_rng(1, "H", n), pen_scale=scale),
+        images = [to_uint8(preprocess(draw_letter("H", sample_rng(1, "H", n), DrawSettings(pen_scale=scale)),
                                       32)) for n in range(30)]
         return np.median([measure.relative_stroke_width(i) for i in images])
 

@@ -68,14 +68,33 @@ def test_unknown_generator_style_is_named_with_the_valid_ones(tmp_path):
 @pytest.mark.parametrize("key,value", [("pen_scale", 0), ("hand_share", -0.5),
                                        ("pen_scale", float("inf")), ("hand_share", float("nan"))])
 def test_bad_generator_scales_name_the_key(tmp_path, key, value):
+    from handwriting.stages.raw import drawing_settings
+
     path = write(tmp_path, lambda v: v["raw"]["synthetic"].update({key: value}))
     with pytest.raises(ParamsError, match=f"raw.synthetic.{key}"):
-        load_params(path)
+        drawing_settings(load_params(path).raw.synthetic)
 
 
 def test_an_empty_style_list_says_so(tmp_path):
-    from handwriting.stages.raw import check_styles
+    from handwriting.stages.raw import drawing_settings
 
     path = write(tmp_path, lambda v: v["raw"]["synthetic"].update(styles=[]))
     with pytest.raises(ParamsError, match="raw.synthetic.styles must list at least one style"):
-        check_styles(load_params(path).raw.synthetic)
+        drawing_settings(load_params(path).raw.synthetic)
+
+
+def test_the_generator_owns_its_settings(tmp_path):
+    """A raw.synthetic key besides the counts goes to the generator's DrawSettings: a typo is
+    named there with the known keys, and the values reach the record unchanged."""
+    from handwriting.stages.raw import drawing_settings
+
+    params = load_params(write(tmp_path, lambda v: None))
+    drawing = drawing_settings(params.raw.synthetic)
+    values = yaml.safe_load((tmp_path / "params.yaml").read_text())["raw"]["synthetic"]
+    assert drawing.pen_scale == values["pen_scale"]
+    assert drawing.styles == tuple(values["styles"])
+    assert set(params.raw.synthetic.drawing) == set(values) - {"per_class",
+                                                                "per_class_overrides"}
+    path = write(tmp_path, lambda v: v["raw"]["synthetic"].update(pen_scal=1.0))
+    with pytest.raises(ParamsError, match="unknown key.*pen_scal;.*pen_scale"):
+        drawing_settings(load_params(path).raw.synthetic)

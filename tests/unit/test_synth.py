@@ -15,6 +15,7 @@ import pytest
 
 from handwriting.synth import (
     FONT_STYLES,
+    DrawSettings,
     Writer,
     alternate_skeletons,
     choose_skeleton,
@@ -97,7 +98,7 @@ def test_every_letter_renders_in_every_style(style):
         trace = Writer.sample(rng).write(skeleton, rng)
         _assert_letter_image(render_trace(trace, rng, 64, 64), f"{style} {char!r} skeleton")
         # ...and through the public entry point.
-        img = draw_letter(char, rng, styles=(style,), canvas_sizes=(64, 96), invert_probability=0.0)
+        img = draw_letter(char, rng, DrawSettings(styles=(style,), canvas_sizes=(64, 96), invert_probability=0.0))
         _assert_letter_image(img, f"{style} {char!r}")
 
 
@@ -162,14 +163,14 @@ def _is_light_background(img: np.ndarray) -> bool:
 
 def test_both_polarities_occur_with_half_probability():
     rng = np.random.default_rng(11)
-    light = [_is_light_background(draw_letter(LETTERS[i % 52], rng, invert_probability=0.5, canvas_sizes=(64,))) for i in range(200)]
+    light = [_is_light_background(draw_letter(LETTERS[i % 52], rng, DrawSettings(invert_probability=0.5, canvas_sizes=(64,)))) for i in range(200)]
     assert 60 <= sum(light) <= 140
 
 
 def test_only_dark_on_light_with_zero_probability():
     rng = np.random.default_rng(12)
     for i in range(150):
-        img = draw_letter(LETTERS[i % 52], rng, invert_probability=0.0, canvas_sizes=(64,))
+        img = draw_letter(LETTERS[i % 52], rng, DrawSettings(invert_probability=0.0, canvas_sizes=(64,)))
         assert _is_light_background(img)
         # Ink is darker than the paper.
         assert img[_ink_mask(img)].mean() < _background(img)
@@ -178,14 +179,14 @@ def test_only_dark_on_light_with_zero_probability():
 def test_only_light_on_dark_with_probability_one():
     rng = np.random.default_rng(13)
     for i in range(40):
-        img = draw_letter(LETTERS[i % 52], rng, invert_probability=1.0, canvas_sizes=(64,))
+        img = draw_letter(LETTERS[i % 52], rng, DrawSettings(invert_probability=1.0, canvas_sizes=(64,)))
         assert not _is_light_background(img)
 
 
 def test_canvas_sizes_come_from_the_argument():
     rng = np.random.default_rng(14)
     sizes = (40, 72, 100)
-    shapes = [draw_letter(LETTERS[i % 52], rng, canvas_sizes=sizes).shape for i in range(200)]
+    shapes = [draw_letter(LETTERS[i % 52], rng, DrawSettings(canvas_sizes=sizes)).shape for i in range(200)]
     assert all(h in sizes and w in sizes for h, w in shapes)
     assert {h for h, _ in shapes} == set(sizes)
     squares = sum(h == w for h, w in shapes)
@@ -202,14 +203,14 @@ def test_default_canvas_sizes():
 
 def test_single_canvas_size_is_always_square():
     rng = np.random.default_rng(16)
-    assert {draw_letter("x", rng, canvas_sizes=[80]).shape for _ in range(30)} == {(80, 80)}
+    assert {draw_letter("x", rng, DrawSettings(canvas_sizes=[80])).shape for _ in range(30)} == {(80, 80)}
 
 
 def test_letter_size_and_placement():
     rng = np.random.default_rng(17)
     fractions, centres = [], []
     for i in range(150):
-        img = draw_letter(LETTERS[i % 52], rng, canvas_sizes=(128,), invert_probability=0.0)
+        img = draw_letter(LETTERS[i % 52], rng, DrawSettings(canvas_sizes=(128,), invert_probability=0.0))
         ys, xs = np.nonzero(_ink_mask(img))
         fractions.append(max(np.ptp(ys), np.ptp(xs)) / 128)
         centres.append(((xs.min() + xs.max()) / 2 - 64) / 128)
@@ -238,7 +239,7 @@ def test_non_string_char_raises_value_error():
 
 def test_unknown_style_raises_value_error_listing_valid_styles():
     with pytest.raises(ValueError) as err:
-        draw_letter("a", np.random.default_rng(0), styles=("futural", "gothiceng"))
+        draw_letter("a", np.random.default_rng(0), DrawSettings(styles=("futural", "gothiceng")))
     msg = str(err.value)
     assert "'gothiceng'" in msg
     for style in FONT_STYLES:
@@ -248,19 +249,19 @@ def test_unknown_style_raises_value_error_listing_valid_styles():
 def test_other_bad_arguments_raise_value_error():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError):
-        draw_letter("a", rng, styles=())
+        draw_letter("a", rng, DrawSettings(styles=()))
     with pytest.raises(ValueError):
-        draw_letter("a", rng, invert_probability=1.5)
+        draw_letter("a", rng, DrawSettings(invert_probability=1.5))
     with pytest.raises(ValueError):
-        draw_letter("a", rng, canvas_sizes=())
+        draw_letter("a", rng, DrawSettings(canvas_sizes=()))
     with pytest.raises(ValueError):
-        draw_letter("a", rng, canvas_sizes=(8,))
+        draw_letter("a", rng, DrawSettings(canvas_sizes=(8,)))
 
 
 def test_every_accepted_style_works():
     rng = np.random.default_rng(5)
     for style in HERSHEY_STYLES:
-        _assert_letter_image(draw_letter("R", rng, styles=[style], invert_probability=0.0), style)
+        _assert_letter_image(draw_letter("R", rng, DrawSettings(styles=[style], invert_probability=0.0)), style)
 
 
 # ---------------------------------------------------------------------------------------------

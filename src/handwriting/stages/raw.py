@@ -29,6 +29,7 @@ from handwriting import labels
 from handwriting.datasets import replacing_directory, scan_class_folders, write_csv, write_json
 from handwriting.imaging import ImageError, PreprocessSettings, decode, fit_to_square, ink_map
 from handwriting.params import Params, ParamsError, Synthetic, load_params
+from handwriting.synth import DrawSettings
 from handwriting.synth.sheet import allograph_sheet
 from handwriting.visualize import contact_sheet
 
@@ -39,44 +40,37 @@ def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _draw_class(job: tuple[str, int, int, Synthetic, str]) -> int:
+def _draw_class(job: tuple[str, int, int, DrawSettings, str]) -> int:
     """Draw every sample of one letter into its class folder (runs in a worker process)."""
     from handwriting.synth import draw_letter, sample_rng
 
-    char, count, seed, settings, out_dir = job
+    char, count, seed, drawing, out_dir = job
     folder = Path(out_dir) / labels.folder_of(char)
     folder.mkdir(parents=True, exist_ok=True)
     for number in range(count):
-        image = draw_letter(char, sample_rng(seed, char, number), styles=settings.styles,
-                            invert_probability=settings.invert_probability,
-                            canvas_sizes=settings.canvas_sizes, pen_scale=settings.pen_scale,
-                            hand_share=settings.hand_share)
+        image = draw_letter(char, sample_rng(seed, char, number), drawing)
         cv2.imwrite(str(folder / f"synthetic-{number:05d}.png"), image)
     return count
 
 
-def check_styles(settings: Synthetic) -> None:
-    """raw.synthetic.styles must name at least one known style (a ParamsError says which)."""
-    from handwriting.synth import ALL_STYLES
-
-    if not settings.styles:
-        raise ParamsError("params.yaml: raw.synthetic.styles must list at least one style; "
-                          f"valid styles: {', '.join(ALL_STYLES)}")
-    bad = [style for style in settings.styles if style not in ALL_STYLES]
-    if bad:
-        raise ParamsError(f"params.yaml: raw.synthetic.styles names unknown styles {bad}; "
-                          f"valid styles: {', '.join(ALL_STYLES)}")
+def drawing_settings(synthetic: Synthetic) -> DrawSettings:
+    """The generator's settings in ``raw.synthetic`` (every key besides the counts); a
+    ParamsError names a bad or unknown key."""
+    try:
+        return DrawSettings.from_mapping(synthetic.drawing)
+    except ValueError as error:
+        raise ParamsError(f"params.yaml: raw.synthetic.{error}") from None
 
 
-def generate_synthetic(settings: Synthetic, seed: int, out_dir: Path) -> int:
+def generate_synthetic(synthetic: Synthetic, seed: int, out_dir: Path) -> int:
     """Draw the synthetic dataset into ``out_dir``; returns the number of images."""
-    unknown = sorted(set(settings.per_class_overrides) - set(labels.CLASSES))
+    unknown = sorted(set(synthetic.per_class_overrides) - set(labels.CLASSES))
     if unknown:
         raise labels.LabelError(
             f"params.yaml: raw.synthetic.per_class_overrides names {unknown}, which are not "
             "letters; use single letters A-Z or a-z as keys")
-    check_styles(settings)
-    jobs = [(char, settings.per_class_overrides.get(char, settings.per_class), seed, settings,
+    drawing = drawing_settings(synthetic)
+    jobs = [(char, synthetic.per_class_overrides.get(char, synthetic.per_class), seed, drawing,
              str(out_dir)) for char in labels.CLASSES]
     total = sum(job[1] for job in jobs)
     with ProcessPoolExecutor(_workers()) as pool, \
@@ -148,7 +142,7 @@ def run(params: Params, out_dir: Path, feedback_dir: Path, report_path: Path,
     """Build the raw dataset; returns the figures written to the report."""
     settings = params.preprocessing
     # The allograph sheet is drawn from the styles whatever the source: check them first.
-    check_styles(params.raw.synthetic)
+    drawing = drawing_settings(params.raw.synthetic)
     skipped: list[tuple[str, str]] = []
     started = time.perf_counter()
     with replacing_directory(out_dir) as staging:
@@ -160,17 +154,17 @@ def run(params: Params, out_dir: Path, feedback_dir: Path, report_path: Path,
         elif params.raw.source == "folder":
             folder = Path(params.raw.folder).expanduser()
             if not params.raw.folder or not folder.is_dir():
-                raise SystemExit(
-                    f"raw: raw.folder={params.raw.folder!r} is not a directory; set raw.folder in "
-                    "params.yaml to a dataset laid out as upper/A ... lower/z")
+                raise ParamsError(
+                    f"params.yaml: raw.folder={params.raw.folder!r} is not a directory; set "
+                    "raw.folder to a dataset laid out as upper/A ... lower/z")
             count, skipped = import_folder(folder, staging, settings)
             if count == 0:
                 raise SystemExit(
                     f"raw: no usable image found in {folder} ({len(skipped)} files skipped, see "
                     f"{skipped_path}); lay it out as upper/A/*.png ... lower/z/*.png")
         else:
-            raise SystemExit(f"raw: raw.source must be 'synthetic' or 'folder', "
-                             f"got {params.raw.source!r}")
+            raise ParamsError(f"params.yaml: raw.source must be 'synthetic' or 'folder', "
+                              f"got {params.raw.source!r}")
         feedback = 0
         if feedback_dir.is_dir():
             feedback, feedback_skipped = import_folder(feedback_dir, staging, settings,
@@ -190,7 +184,7 @@ def run(params: Params, out_dir: Path, feedback_dir: Path, report_path: Path,
                   title=f"raw dataset ({params.raw.source}): first {SAMPLES_PER_CLASS_ON_SHEET} "
                         "images of every class")
     if allographs_path is not None:
-        allograph_sheet(allographs_path, params.raw.synthetic.styles)
+        allograph_sheet(allographs_path, drawing.styles)
     return report
 
 
@@ -209,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allographs", type=Path,
                         help="PNG of every form of every letter the generator draws")
     args = parser.parse_args(argv)
-    report = run(load_params(args.params), args.out, args.feedback, args.report, args.skipped,
-                 args.samples, args.allographs)
+    try:
+        report = run(load_params(args.params), args.out, args.feedback, args.report,
+                     args.skipped, args.samples, args.allographs)
+    except (ParamsError, labels.LabelError) as error:
+        raise SystemExit(f"raw: {error}") from None
     print(f"raw: {report['images']} images, {report['skipped']} skipped "
           f"({report['feedback_images']} from feedback) -> {args.out}")
     return 0
