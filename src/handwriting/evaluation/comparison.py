@@ -1,8 +1,9 @@
 """Scoring models for the comparison: the compiled fast path, latency, every model's figures on
-a labelled set, the ensemble's, the champion's decision, the per-model files, the report and
-each architecture's tuning gain (tuned minus untuned accuracy on the validation split, the test
+a labelled set, the ensemble's, the champion's decision, the per-model files and each
+architecture's tuning gain (tuned minus untuned accuracy on the validation split, the test
 split and every cross-dataset set, with a paired-bootstrap 95 % interval). The evaluate stage
-calls these in order (:mod:`handwriting.stages.evaluate`).
+calls these in order (:mod:`handwriting.stages.evaluate`); :mod:`.report` writes what they
+return as the Markdown report.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.keras_inference import compiled_predictor
 from handwriting.models.features import features_key, frozen_feature_split
 from handwriting.models.reference import VARIANTS, ModelRef, tuned_names
-from handwriting.models.registry import SEED_ARCHITECTURES, has_frozen_base
+from handwriting.models.registry import has_frozen_base
 from handwriting.params import Params
 
 ROC_GRID = np.linspace(0.0, 1.0, 101)
@@ -92,42 +93,6 @@ def explanation_rows(y_true: np.ndarray, predicted: np.ndarray, seed: int,
     wrong = [i for i in order if predicted[i] != y_true[i]][: count // 2]
     right = [i for i in order if predicted[i] == y_true[i]][: count - len(wrong)]
     return np.array(sorted(right + wrong), dtype=np.int64)
-
-
-def _report_table(rows: list[tuple[str, str, dict[str, Any]]], champion: str) -> str:
-    """The seed's comparison table (model, variant, precision, recall, F1, ROC-AUC), extended."""
-    lines = ["| model | variant | precision | recall | F1 (95 % CI) | ROC-AUC | "
-             "accuracy (95 % CI) | case-insensitive accuracy | merged-37 accuracy | top-5 | "
-             "M multiply-adds | size (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for key, variant, m in rows:
-        name = ModelRef.parse(key).arch if key != champion_policy.ENSEMBLE else key
-        flags = " (pretrained: false)" if has_frozen_base(name) and not m["pretrained"] else ""
-        beyond = name not in (*SEED_ARCHITECTURES, champion_policy.ENSEMBLE)
-        flags += " (beyond the seed)" if beyond else ""
-        flags += " **champion**" if key == champion else ""
-        lines.append(
-            f"| {name}{flags} | {variant} | {m['precision_macro']:.3f} | "
-            f"{m['recall_macro']:.3f} | {m['f1_macro']:.3f} "
-            f"({m['f1_macro_ci95_low']:.3f}-{m['f1_macro_ci95_high']:.3f}) | "
-            f"{m.get('roc_auc_ovr_macro', float('nan')):.3f} | {m['accuracy']:.3f} "
-            f"({m['accuracy_ci95_low']:.3f}-{m['accuracy_ci95_high']:.3f}) | "
-            f"{m['case_insensitive_accuracy']:.3f} | {m['merged37_accuracy']:.3f} | "
-            f"{m['top5_accuracy']:.3f} | {m['mflops']:.2f} | {m['size_mb']:.2f} |")
-    return "\n".join(lines) + "\n"
-
-
-def unsure_section(unsure: dict[str, Any]) -> str:
-    """The report's lines on the champion's "not sure" threshold and what it does."""
-    rows = "".join(f"| {name} | {e['unsure_share']:.3f} | {e['accuracy_answered']:.3f} | "
-                   f"{e['accuracy_all']:.3f} |\n"
-                   for name, e in unsure.items() if isinstance(e, dict))
-    return (f"\n## The champion's \"not sure\" answers\n\nBelow a top-1 probability of "
-            f"{unsure['threshold']:.3f} (it keeps {unsure['keep_correct']:.0%} of the correct "
-            "validation answers, `export.unsure_keep_correct`) the served champion answers "
-            "\"not sure this is a single letter\".\n\n"
-            "| images | share unsure | accuracy of the answers given | accuracy without the "
-            "threshold |\n|---|---|---|---|\n" + rows)
 
 
 def choose_champion(params: Params, split_dir: Path, scores: Scores, weights: list[float] | None,
@@ -329,32 +294,11 @@ def write_model_files(scores: Scores, images: np.ndarray, y_true: np.ndarray, *,
               comparison_rows)
 
 
-def comparison_report(scores: Scores, architectures: list[str], test_images: int, kind: str,
-                      champion: str) -> str:
-    """The report's first part: the comparison table of every model and the ensemble."""
-    table_rows = [(str(ModelRef(a, v)), v, scores.results[a][v])
-                  for a in architectures for v in VARIANTS]
-    table_rows.append((champion_policy.ENSEMBLE, f"{kind} vote of the tuned",
-                       scores.results[champion_policy.ENSEMBLE]))
-    report = ("# Model comparison on the held-out test split\n\n"
-              f"{test_images} test images (originals only, never augmented); F1 and accuracy "
-              "with their 95 % bootstrap interval (1,000 resamples of the test images): "
-              "differences inside the intervals are not differences. "
-              f"The champion, served by `export`: **{champion}** (the best validation macro F1 "
-              "within `export.compute_budget_mflops`; `metrics/champion.json`).\n\n" +
-              _report_table(table_rows, champion))
-    if not all(scores.pretrained.values()):
-        report += ("\nVGG rows marked `pretrained: false` started from random weights (the "
-                   "ImageNet weights could not be loaded): they are not transfer-learning "
-                   "results.\n")
-    return report
-
-
 def score_crossdata(params: Params, scores: Scores, settings: EvaluateSettings,
                     weights: list[float] | None, decision: dict[str, Any], plots_dir: Path
-                    ) -> tuple[dict[str, Any], str]:
+                    ) -> dict[str, Any]:
     """Every model and the ensemble (of the tuned, ``settings.ensemble`` vote) on every folder
-    of ``settings.crossdata`` that exists: (crossdata.json's datasets, the report's sections).
+    of ``settings.crossdata`` that exists: crossdata.json's datasets, by the folder's name.
     Adds the champion's "not sure" effect on each to ``decision`` and the models' probabilities
     on each (not the ensemble's) to ``scores.crossdata``, by the folder's name."""
     from handwriting import tracking
@@ -363,7 +307,6 @@ def score_crossdata(params: Params, scores: Scores, settings: EvaluateSettings,
     tuned = tuned_names(params.train["architectures"])
     champion, threshold = decision["champion"], decision["unsure"]["threshold"]
     crossdata: dict[str, Any] = {}
-    report = ""
     kind = settings.ensemble
     for folder in settings.crossdata:
         root = tracking.resolve(folder)
@@ -388,18 +331,10 @@ def score_crossdata(params: Params, scores: Scores, settings: EvaluateSettings,
         write_csv(plots_dir / "crossdata" / f"{name}.csv", ["actual", "predicted"],
                   [(labels.char_of(a), labels.char_of(p)) for a, p in
                    zip(y, member_probs[champion_policy.ENSEMBLE].argmax(axis=1))])
-        report += (f"\n## Cross-dataset: {name} ({len(x)} images)\n\n"
-                   "| model | accuracy | case-insensitive accuracy | merged-37 accuracy | "
-                   "macro F1 | top-5 |\n|---|---|---|---|---|---|\n" +
-                   "".join(f"| {k}{' **champion**' if k == champion else ''} | "
-                           f"{v['accuracy']:.3f} | {v['case_insensitive_accuracy']:.3f} | "
-                           f"{v['merged37_accuracy']:.3f} | "
-                           f"{v['f1_macro']:.3f} | {v['top5_accuracy']:.3f} |\n"
-                           for k, v in crossdata[name].items() if isinstance(v, dict)))
     if not crossdata:
         print("evaluate: no external dataset found in evaluate.crossdata; cross-dataset "
               "evaluation skipped", flush=True)
-    return crossdata, report
+    return crossdata
 
 
 def model_names(architectures: list[str]) -> list[str]:
@@ -436,50 +371,11 @@ def tuning_gains(scores: Scores, architectures: list[str], test_labels: np.ndarr
     return gains
 
 
-def _gain_cell(gain: dict[str, float], measure: str) -> str:
-    """``+0.031 (+0.018 to +0.044)``, in bold when the whole interval is above 0."""
-    low, high = gain[f"{measure}_ci95_low"], gain[f"{measure}_ci95_high"]
-    cell = f"{gain[measure]:+.3f} ({low:+.3f} to {high:+.3f})"
-    return f"**{cell}**" if low > 0 else cell
-
-
-def tuning_gain_section(gains: dict[str, dict[str, float]], plots_dir: Path) -> str:
-    """The report's tuning-gain table (each accuracy gain with its paired 95 % interval, the
-    test macro-F1 gain, the mean over the seed's six as points), the count of architectures
-    whose tuned model wins, and the bar chart's CSV (``tuning_gain.csv``: one bar per
-    architecture and point gain)."""
+def write_tuning_gain_plot(gains: dict[str, dict[str, float]], plots_dir: Path) -> None:
+    """The tuning-gain bar chart's CSV (``tuning_gain.csv``): one bar per architecture and
+    point gain (every accuracy gain, then the test macro-F1 gain)."""
     first = next(iter(gains.values()), {})
-    accuracies = [m for m in first if m.endswith("_accuracy")]  # val, test, the crossdata sets
-    measures = [*accuracies, "test_f1_macro"]
-    sets = [m.removesuffix("_accuracy") for m in accuracies]
-    seed = [arch for arch in gains if arch in SEED_ARCHITECTURES]
+    measures = [*(m for m in first if m.endswith("_accuracy")), "test_f1_macro"]
     write_csv(plots_dir / "tuning_gain.csv", ["bar", "architecture", "measure", "gain"],
               [(f"{arch}: {m.replace('_', ' ')}", arch, m, gains[arch][m])
                for arch in gains for m in measures])
-    titles = {"val": "validation", "test": "test"}
-    header = "".join(f" {titles.get(s, s)} gain (95 % CI) |" for s in sets)
-    lines = [f"| architecture |{header} test macro-F1 gain |",
-             f"|---|{'---|' * len(measures)}"]
-    lines += [f"| {arch} | " + " | ".join(_gain_cell(gain, m) for m in accuracies)
-              + f" | {gain['test_f1_macro']:+.3f} |" for arch, gain in gains.items()]
-    if seed:
-        lines.append(f"| mean of the seed's {len(seed)} | " + " | ".join(
-            f"{np.mean([gains[a][m] for a in seed]):+.3f}" for m in measures) + " |")
-    count = len(gains)
-    beyond = sum(gain["val_accuracy_ci95_low"] > 0 for gain in gains.values())
-    summary = (f"Tuned beats untuned beyond the interval on validation for {beyond} of {count} "
-               "architectures" + "".join(
-                   f"; on {s} (52-class accuracy) tuned ≥ untuned for "
-                   f"{sum(gain[f'{s}_accuracy'] >= 0 for gain in gains.values())} of {count}"
-                   for s in sets if s not in titles) + ".")
-    return ("\n## Tuning gain (tuned minus untuned)\n\n"
-            "Accuracy gains of each architecture's tuned model over its untuned one on the "
-            "validation split, the test split and the cross-dataset sets, from the models' own "
-            "predictions, with their 95 % interval: a paired bootstrap, 1,000 resamples of the "
-            "images with the same resampled images for both models, so it is the interval of "
-            "the difference itself. **Bold**: the whole interval is above 0, tuning helped "
-            "beyond the interval. The search chose the tuned model on this validation split, "
-            "so its validation gain is optimistic; the test and cross-dataset gains are not. "
-            "The macro-F1 gain and the mean row are points. `dvc plots` "
-            "charts the points (`tuning_gain.csv`).\n\n" + "\n".join(lines) + "\n\n"
-            + summary + "\n")

@@ -35,7 +35,7 @@ from typing import Any
 
 from handwriting.datasets import load_arrays, write_json
 from handwriting.evaluation import champion as champion_policy
-from handwriting.evaluation import comparison
+from handwriting.evaluation import comparison, report
 from handwriting.evaluation import ensemble as ensembles
 from handwriting.evaluation.ensemble import EnsembleError
 from handwriting.evaluation.settings import EvaluateSettings
@@ -72,18 +72,22 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         scores, images, y_true, seed=params.base.seed,
         explain_samples=settings.explain_samples, plots_dir=plots_dir,
         per_class_dir=per_class_dir, confused_path=confused_path)
-    report = comparison.comparison_report(scores, archs, len(y_true), kind, champion)
-    crossdata, sections = comparison.score_crossdata(params, scores, settings, weights,
-                                                     decision, plots_dir)
+    crossdata = comparison.score_crossdata(params, scores, settings, weights, decision,
+                                           plots_dir)
     gains = comparison.tuning_gains(scores, archs, y_true, seed=params.base.seed)
+    comparison.write_tuning_gain_plot(gains, plots_dir)
     for arch, gain in gains.items():
         scores.results[arch]["tuning_gain"] = gain
     write_json(metrics_path, scores.results)
     write_json(crossdata_path, {"datasets": len(crossdata), **crossdata})
     write_json(champion_path, decision)
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(report + comparison.tuning_gain_section(gains, plots_dir) + sections
-                           + comparison.unsure_section(decision["unsure"]), encoding="utf-8")
+    report_path.write_text(
+        report.comparison_report(scores, archs, len(y_true), kind, champion)
+        + report.tuning_gain_section(gains)
+        + "".join(report.crossdata_section(name, figures, champion)
+                  for name, figures in crossdata.items())
+        + report.unsure_section(decision["unsure"]), encoding="utf-8")
     _log_run(scores, archs, crossdata, champion,
              [report_path, metrics_path, crossdata_path, champion_path], plots_dir)
     print(f"evaluate: champion {champion}; report in {report_path}")
