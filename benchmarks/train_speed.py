@@ -137,6 +137,7 @@ def run_child(arch: str, engine: str, args) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from handwriting.models.registry import architectures
     from handwriting.params import load_params
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.arch[0], engines[0], args.images, args.epochs,
                                args.params)), flush=True)
         return 0
-    archs = args.arch or load_params(args.params).train["architectures"]
+    archs = args.arch or architectures(load_params(args.params))
     roofline = roofline_gflops()
     print(f"float32 matrix-product roofline (NumPy, 2048 x 2048): {roofline:.0f} GFLOP/s; "
           f"{os.cpu_count()} CPU cores; {args.images} random {args.params.name} letters per "

@@ -3,6 +3,8 @@ exactly the registered ones."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from handwriting.models.registry import (
@@ -35,3 +37,18 @@ def test_the_zoo_builds_every_registered_architecture_and_no_other():
 def test_an_entry_checks_its_family():
     with pytest.raises(ValueError, match="family must be one of cnn, recurrent"):
         Architecture("mlp", "dense", frozen_base=False, seed_study=False, fallback_rank=9)
+
+
+def test_train_architectures_are_checked_against_the_registry(tmp_path):
+    from handwriting.models.registry import architectures
+    from handwriting.params import ParamsError, load_params
+    from tests.conftest import REPO
+
+    params = load_params(REPO / "params.yaml")
+    assert architectures(params) == params.train["architectures"]
+    for names, message in ((["lenet5", "lenet6"], "names lenet6, which the registry"),
+                           (["gru", "gru"], "lists gru more than once"),
+                           ([], "must be a non-empty list"), ("lenet5", "must be a non-empty")):
+        bad = dataclasses.replace(params, train={**params.train, "architectures": names})
+        with pytest.raises(ParamsError, match=message):
+            architectures(bad)

@@ -30,7 +30,7 @@ from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.keras_inference import compiled_predictor
 from handwriting.models.features import features_key, frozen_feature_split
 from handwriting.models.reference import VARIANTS, ModelRef, tuned_names
-from handwriting.models.registry import has_frozen_base
+from handwriting.models.registry import architectures, has_frozen_base
 from handwriting.params import Params
 
 ROC_GRID = np.linspace(0.0, 1.0, 101)
@@ -105,7 +105,7 @@ def choose_champion(params: Params, split_dir: Path, scores: Scores, weights: li
     from handwriting.models.cost import mega_multiply_adds
 
     val = load_arrays(split_dir / "val", "images", "labels")
-    archs = params.train["architectures"]
+    archs = architectures(params)
     scores.val = LabelledPredictions(val["labels"], {key: scores.predict(key, val["images"])
                                                      for key in model_names(archs)
                                                      if key in scores.models})
@@ -200,7 +200,7 @@ def score_models(params: Params, models_dir: Path, images: np.ndarray, y_true: n
 
     scores = Scores()
     inputs01 = images.astype(np.float32) / 255.0
-    for arch in params.train["architectures"]:
+    for arch in architectures(params):
         scores.results[arch] = {}
         for variant in VARIANTS:
             reference = ModelRef(arch, variant)
@@ -231,7 +231,7 @@ def score_ensemble(params: Params, scores: Scores, images: np.ndarray, y_true: n
                    calls: int, kind: str, weights: list[float] | None) -> dict[str, Any]:
     """The ensemble of the tuned models (``kind`` vote) scored like the models; added to
     ``scores`` under its name and returned."""
-    archs = params.train["architectures"]
+    archs = architectures(params)
     tuned = tuned_names(archs)
     name = champion_policy.ENSEMBLE
     probabilities = ensembles.vote(kind, [scores.probabilities[k] for k in tuned], weights)
@@ -304,7 +304,7 @@ def score_crossdata(params: Params, scores: Scores, settings: EvaluateSettings,
     from handwriting import tracking
     from handwriting.evaluation.crossdata import read_class_folder
 
-    tuned = tuned_names(params.train["architectures"])
+    tuned = tuned_names(architectures(params))
     champion, threshold = decision["champion"], decision["unsure"]["threshold"]
     crossdata: dict[str, Any] = {}
     kind = settings.ensemble
@@ -318,7 +318,7 @@ def score_crossdata(params: Params, scores: Scores, settings: EvaluateSettings,
         print(f"evaluate: cross-dataset {name}: {len(x)} images ({len(skipped)} skipped)",
               flush=True)
         member_probs = {key: scores.predict(key, x)
-                        for key in model_names(params.train["architectures"])}
+                        for key in model_names(architectures(params))}
         scores.crossdata[name] = LabelledPredictions(y, dict(member_probs))
         member_probs[champion_policy.ENSEMBLE] = ensembles.vote(
             kind, [member_probs[key] for key in tuned], weights)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from handwriting.params import Params, ParamsError
+
 FAMILIES = ("cnn", "recurrent", "cnn+recurrent")
 
 
@@ -68,3 +70,24 @@ def in_study_order(architectures) -> list[str]:
     found = set(architectures)
     seed = [arch for arch in SEED_ARCHITECTURES if arch in found]
     return seed + sorted(found - set(seed))
+
+
+def architectures(params: Params) -> list[str]:
+    """The names in ``train.architectures`` (the models the pipeline trains, in order), each
+    checked against the registry: a ParamsError names an unknown or repeated one."""
+    train = params.train or {}
+    names = train.get("architectures")
+    if not isinstance(names, list) or not names \
+            or not all(isinstance(name, str) for name in names):
+        raise ParamsError("params.yaml: train.architectures must be a non-empty list of "
+                          f"architecture names, got {names!r}; known: {', '.join(REGISTRY)}")
+    unknown = [name for name in names if name not in REGISTRY]
+    if unknown:
+        raise ParamsError(f"params.yaml: train.architectures names {', '.join(unknown)}, which "
+                          f"the registry does not know; known: {', '.join(REGISTRY)} (a new "
+                          "one needs a builder and an entry in handwriting.models.registry)")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ParamsError(f"params.yaml: train.architectures lists {', '.join(repeated)} "
+                          "more than once")
+    return list(names)

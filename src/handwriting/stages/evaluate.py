@@ -40,6 +40,7 @@ from handwriting.evaluation import ensemble as ensembles
 from handwriting.evaluation.ensemble import EnsembleError
 from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.models.reference import ModelRef
+from handwriting.models.registry import architectures
 from handwriting.params import Params, ParamsError, load_params
 
 PLOT_FOLDERS = ("confusion", "roc", "explain", "mistakes", "crossdata")
@@ -50,7 +51,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         confused_path: Path, plots_dir: Path, champion_path: Path) -> dict[str, Any]:
     """Evaluate every model and the ensemble; write every output; returns evaluate.json."""
     settings = EvaluateSettings.from_section(params.evaluate)
-    archs = params.train["architectures"]
+    archs = architectures(params)
     calls = settings.latency_calls
     test = load_arrays(split_dir / "test", "images", "labels")
     images, y_true = test["images"], test["labels"]

@@ -37,6 +37,7 @@ from handwriting.evaluation.champion import ENSEMBLE
 from handwriting.evaluation.ensemble import EnsembleError
 from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.models.reference import ModelRef, tuned_names
+from handwriting.models.registry import architectures
 from handwriting.params import Params, ParamsError, load_params
 
 CALIBRATION_IMAGES = 512
@@ -55,7 +56,7 @@ def read_decision(path: Path, params: Params) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as error:
         raise SystemExit(f"export: {path} is not a champion decision ({error}); run `dvc repro "
                          "-f evaluate` to write it again") from None
-    expected = set(tuned_names(params.train["architectures"]))
+    expected = set(tuned_names(architectures(params)))
     if champion not in candidates or not set(candidates) - {ENSEMBLE} <= expected \
             or not 0.0 <= threshold <= 1.0:
         raise SystemExit(f"export: {path} names models ({', '.join(sorted(candidates))}) "
@@ -78,7 +79,7 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     if params.export is None:
         raise SystemExit("export: params.yaml has no 'export' section; see the README")
     decision = read_decision(champion_path, params)
-    archs = list(params.train["architectures"])
+    archs = architectures(params)
     val = load_arrays(split_dir / "val", "images", "labels")
     test = load_arrays(split_dir / "test", "images", "labels")
     test_inputs = test["images"].astype(np.float32) / 255.0
