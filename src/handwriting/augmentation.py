@@ -11,13 +11,14 @@ would be undone by the reframing, so ``scale`` stretches width and height indepe
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from handwriting.imaging import ImageError, fit_to_square
+from handwriting.imaging import ImageError, fit_to_square, to_uint8
 
 if TYPE_CHECKING:
     from handwriting.params import Params
@@ -52,25 +53,37 @@ def _geometric(canvas: np.ndarray, rng: np.random.Generator, s: AugmentSettings)
     centre = size / 2.0
     angle = np.deg2rad(rng.uniform(-s.rotation_degrees, s.rotation_degrees))
     shear = rng.uniform(-s.shear, s.shear)
-    stretch_x, stretch_y = 1.0 + rng.uniform(-s.scale, s.scale, size=2)
+    stretch = 1.0 + rng.uniform(-s.scale, s.scale, size=2)
     cos, sin = np.cos(angle), np.sin(angle)
-    linear = np.array([[cos, -sin], [sin, cos]]) @ np.array([[1.0, shear], [0.0, 1.0]]) \
-        @ np.diag([stretch_x, stretch_y])
-    offset = np.array([centre, centre]) - linear @ np.array([centre, centre])
-    matrix = np.hstack([linear, offset[:, None]]).astype(np.float32)
+    # rotation @ shear @ diag(stretch); scaling the columns is that last product, exactly.
+    linear = (np.array([[cos, -sin], [sin, cos]]) @ np.array([[1.0, shear], [0.0, 1.0]])) \
+        * stretch
+    matrix = np.empty((2, 3), dtype=np.float32)
+    matrix[:, :2] = linear
+    matrix[:, 2] = np.array([centre, centre]) - linear @ np.array([centre, centre])
     return cv2.warpAffine(canvas, matrix, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+@functools.cache
+def _pixel_grid(size: int) -> np.ndarray:
+    """The (x, y) coordinates of every pixel of a ``size`` square, float32 [size, size, 2]."""
+    grid_x, grid_y = np.meshgrid(np.arange(size, dtype=np.float32),
+                                 np.arange(size, dtype=np.float32))
+    grid = np.stack([grid_x, grid_y], axis=-1)
+    grid.flags.writeable = False
+    return grid
 
 
 def _elastic(canvas: np.ndarray, rng: np.random.Generator, alpha: float) -> np.ndarray:
     size = canvas.shape[0]
     # Smooth random displacement: coarse noise upsampled, so the strokes bend rather than jitter.
     coarse = rng.uniform(-1.0, 1.0, size=(2, 5, 5)).astype(np.float32)
-    dx, dy = (cv2.resize(c, (size, size), interpolation=cv2.INTER_CUBIC) * alpha * size
-              for c in coarse)
-    grid_x, grid_y = np.meshgrid(np.arange(size, dtype=np.float32),
-                                 np.arange(size, dtype=np.float32))
-    return cv2.remap(canvas, grid_x + dx, grid_y + dy, interpolation=cv2.INTER_LINEAR,
+    shift = np.empty((size, size, 2), dtype=np.float32)  # (dx, dy) of every pixel
+    for axis, noise in enumerate(coarse):  # one resize per axis: a two-channel resize rounds
+        shift[..., axis] = cv2.resize(noise, (size, size),  # differently
+                                      interpolation=cv2.INTER_CUBIC) * alpha * size
+    return cv2.remap(canvas, _pixel_grid(size) + shift, None, interpolation=cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
@@ -89,6 +102,26 @@ def augment_image(image: np.ndarray, rng: np.random.Generator,
 
     Returns an image of the same shape, quantised to 1/255 steps like the preprocessing output.
     """
+    framed = _variant(image, rng, settings)
+    return (np.round(np.clip(framed, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+
+
+def augment_uint8(image: np.ndarray, rng: np.random.Generator,
+                  settings: AugmentSettings) -> np.ndarray:
+    """:func:`augment_image` as uint8 (the same draws and pixels, one rounding fewer)."""
+    return to_uint8(_variant(image, rng, settings))
+
+
+def one_opencv_thread() -> None:
+    """Run OpenCV on one thread in this process: on a letter's 64-pixel canvas its thread pool
+    costs more than it saves (a variant takes about a third less CPU time), and training
+    needs the cores. The pixels are the same either way."""
+    cv2.setNumThreads(1)
+
+
+def _variant(image: np.ndarray, rng: np.random.Generator,
+             settings: AugmentSettings) -> np.ndarray:
+    """The transformed image, not yet clipped or quantised."""
     size = image.shape[0]
     canvas = cv2.copyMakeBorder(image.astype(np.float32), size // 2, size // 2, size // 2,
                                 size // 2, cv2.BORDER_CONSTANT, value=0)
@@ -107,4 +140,4 @@ def augment_image(image: np.ndarray, rng: np.random.Generator,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if settings.noise_std > 0:
         framed = framed + rng.normal(0.0, settings.noise_std, size=framed.shape)
-    return (np.round(np.clip(framed, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+    return framed

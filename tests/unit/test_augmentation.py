@@ -2,8 +2,13 @@
 
 import numpy as np
 
-from handwriting.augmentation import AugmentSettings, augment_image
-from handwriting.imaging import preprocess
+from handwriting.augmentation import (
+    AugmentSettings,
+    augment_image,
+    augment_uint8,
+    one_opencv_thread,
+)
+from handwriting.imaging import preprocess, to_uint8
 from tests.unit.test_imaging import glyph
 
 ORIGINAL = preprocess(glyph(), 32)
@@ -41,3 +46,34 @@ def test_strong_rotation_does_not_cut_the_letter_off():
         # reframed: the margin rows and columns stay empty
         assert variant[0].max() == 0 and variant[-1].max() == 0
         assert variant[:, 0].max() == 0 and variant[:, -1].max() == 0
+
+
+def test_the_uint8_variant_is_the_float_variant_rounded():
+    settings = [AugmentSettings(), AugmentSettings(noise_std=0.05, thickness_probability=1.0),
+                AugmentSettings(elastic_alpha=0.0, rotation_degrees=30)]
+    for seed in range(30):
+        chosen = settings[seed % len(settings)]
+        as_float = augment_image(ORIGINAL, np.random.default_rng(seed), chosen)
+        as_uint8 = augment_uint8(ORIGINAL, np.random.default_rng(seed), chosen)
+        assert as_uint8.dtype == np.uint8
+        np.testing.assert_array_equal(as_uint8, to_uint8(as_float))
+
+
+def test_opencv_on_one_thread_draws_the_same_pixels():
+    import cv2
+
+    threads = cv2.getNumThreads()
+    settings = AugmentSettings(thickness_probability=0.5)
+    images = [preprocess(glyph(), size) for size in (32, 64)]
+    try:
+        cv2.setNumThreads(max(2, threads))
+        before = [augment_uint8(image, np.random.default_rng(seed), settings)
+                  for image in images for seed in range(20)]
+        one_opencv_thread()
+        assert cv2.getNumThreads() == 1
+        after = [augment_uint8(image, np.random.default_rng(seed), settings)
+                 for image in images for seed in range(20)]
+    finally:
+        cv2.setNumThreads(threads)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)

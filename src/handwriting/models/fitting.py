@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from handwriting import labels
-from handwriting.augmentation import AugmentSettings, augment_image
+from handwriting.augmentation import AugmentSettings, augment_uint8, one_opencv_thread
 from handwriting.models.engine import ENGINES, use_engine
 from handwriting.models.features import FeatureCache, frozen_feature_split
 from handwriting.params import ParamsError
@@ -121,8 +121,7 @@ def fresh_variants(images: np.ndarray, share: float, settings: AugmentSettings,
     rng = np.random.default_rng([seed, batch_number])
     out = images.copy()
     for row in np.flatnonzero(rng.random(len(images)) < share):
-        variant = augment_image(images[row].astype(np.float32) / 255.0, rng, settings)
-        out[row] = np.round(variant * 255.0).astype(np.uint8)
+        out[row] = augment_uint8(images[row].astype(np.float32) / 255.0, rng, settings)
     return out
 
 
@@ -328,6 +327,7 @@ def _training_data(fit: FitSettings, train: tuple[np.ndarray, np.ndarray], seed:
         if augmentation is None:
             raise ValueError("augment_on_the_fly needs the augmentation ranges (params.augment)")
         augment = (fit.augment_on_the_fly, augmentation)
+        one_opencv_thread()  # the variants are made beside the training steps
     if ENGINES[fit.engine].backend == "jax":
         return (array_batches(images, class_ids, fit.batch_size, seed=seed, augment=augment,
                               first_epoch=first_epoch),

@@ -15,9 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 from handwriting import labels
-from handwriting.augmentation import AugmentSettings, augment_image
+from handwriting.augmentation import AugmentSettings, augment_uint8, one_opencv_thread
 from handwriting.datasets import load_arrays, replacing_directory, save_arrays
-from handwriting.imaging import to_uint8
 from handwriting.params import load_params
 from handwriting.visualize import contact_sheet
 
@@ -39,7 +38,7 @@ def augment_arrays(images: np.ndarray, copies: int, seed: int,
         for copy in range(1, copies + 1):
             # Keyed by (seed, image, copy): a variant does not depend on the others.
             rng = np.random.default_rng([seed, index, copy])
-            out[row + copy] = to_uint8(augment_image(original, rng, settings))
+            out[row + copy] = augment_uint8(original, rng, settings)
     return out, variants
 
 
@@ -48,6 +47,7 @@ def run(params_path: Path, balanced_dir: Path, out_dir: Path, preview_path: Path
     params = load_params(params_path)
     data = load_arrays(balanced_dir, "images", "labels", "source_ids")
     copies = params.augment.copies
+    one_opencv_thread()
     images, variants = augment_arrays(data["images"], copies, params.base.seed,
                                       AugmentSettings.from_params(params))
     with replacing_directory(out_dir) as staging:
