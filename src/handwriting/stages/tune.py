@@ -5,7 +5,7 @@ the seeded ``tune.sampler``: tpe, random or grid) start on a small share of the 
 for a few epochs; each rung keeps the best ``1 / tune.reduction`` of its challengers and trains
 them on ``tune.reduction`` times the data (and more epochs), up to the top rung: all the
 training data for the untuned model's epochs, with early stopping on validation loss (best
-epoch restored), a best-epoch checkpoint and learning-rate reduction on plateaus.
+epoch restored) and learning-rate reduction on plateaus.
 Configuration 0, the untuned settings, takes part at every rung; at the top it is the untuned
 model itself. The tuned model is the top rung's best, so it is never worse than the untuned
 one on validation; when the untuned settings win, the tuned model is the untuned one and the
