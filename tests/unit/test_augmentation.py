@@ -77,3 +77,23 @@ def test_opencv_on_one_thread_draws_the_same_pixels():
         cv2.setNumThreads(threads)
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_augment_speed_benchmark_compares_the_same_pixels(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    import cv2
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "augment_speed.py"
+    spec = importlib.util.spec_from_file_location("augment_speed", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = cv2.getNumThreads()
+    try:
+        assert module.main(["--images", "40", "--repeats", "1"]) == 0
+    finally:
+        cv2.setNumThreads(threads)
+    printed = capsys.readouterr().out
+    assert "one thread" in printed and "the same pixels: True" in printed
