@@ -14,6 +14,7 @@ import yaml
 
 from handwriting import labels
 from handwriting.imaging import PreprocessSettings, preprocess
+from handwriting.params import load_params
 from handwriting.stages import raw
 from tests.conftest import repo_params
 
@@ -104,7 +105,8 @@ def test_missing_folder_is_a_clear_error_and_keeps_old_output(tmp_path):
     old = tmp_path / "data" / "raw" / "upper" / "A"
     old.mkdir(parents=True)
     (old / "kept.png").write_bytes(b"old")
-    with pytest.raises(SystemExit, match="is not a directory; set raw.folder"):
+    with pytest.raises(SystemExit, match="^raw: params.yaml: raw.folder=.* is not a directory; "
+                                         "set raw.folder"):
         run_raw(tmp_path, params_for_folder(tmp_path, tmp_path / "nowhere"), tmp_path / "fb")
     assert (old / "kept.png").read_bytes() == b"old"
     assert not list(tmp_path.glob("data/.*partial"))
@@ -114,5 +116,10 @@ def test_folder_with_no_usable_image_is_a_clear_error(tmp_path):
     empty = tmp_path / "empty" / "upper" / "A"
     empty.mkdir(parents=True)
     (empty / "x.png").write_bytes(b"")
-    with pytest.raises(SystemExit, match="no usable image found"):
-        run_raw(tmp_path, params_for_folder(tmp_path, tmp_path / "empty"), tmp_path / "fb")
+    params = params_for_folder(tmp_path, tmp_path / "empty")
+    with pytest.raises(raw.NoUsableImageError, match="^no usable image found in .*empty"):
+        raw.run(load_params(params), tmp_path / "data" / "raw", tmp_path / "fb",
+                tmp_path / "metrics" / "raw.json", tmp_path / "metrics" / "raw_skipped.csv",
+                tmp_path / "plots" / "samples.png")
+    with pytest.raises(SystemExit, match="^raw: no usable image found"):
+        run_raw(tmp_path, params, tmp_path / "fb")

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from handwriting import labels
 from handwriting.augmentation import AugmentSettings, augment_uint8, one_opencv_thread
 from handwriting.datasets import load_arrays, replacing_directory, save_arrays
-from handwriting.params import load_params
+from handwriting.params import ParamsError, load_params
 from handwriting.visualize import contact_sheet
 
 
@@ -28,7 +28,7 @@ def augment_arrays(images: np.ndarray, copies: int, seed: int,
     Returns (images uint8 [n * (copies + 1), H, W], variant number per row, 0 = original).
     """
     if copies < 0:
-        raise SystemExit(f"augment: augment.copies must be 0 or more, got {copies}")
+        raise ParamsError(f"augment.copies must be 0 or more, got {copies}")
     out = np.empty((len(images) * (copies + 1),) + images.shape[1:], dtype=np.uint8)
     variants = np.tile(np.arange(copies + 1), len(images))
     for index in tqdm(range(len(images)), desc="augment", unit="img"):
@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="augmented array folder")
     parser.add_argument("--preview", type=Path, required=True, help="PNG of variants")
     args = parser.parse_args(argv)
-    rows = run(args.params, args.balanced, args.out, args.preview)
+    try:
+        rows = run(args.params, args.balanced, args.out, args.preview)
+    except ParamsError as error:
+        raise SystemExit(f"augment: {error}") from None
     print(f"augment: {rows} images (originals and variants) -> {args.out}")
     return 0
 

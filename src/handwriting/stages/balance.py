@@ -19,8 +19,12 @@ from tqdm import tqdm
 from handwriting import labels
 from handwriting.datasets import replacing_directory, save_arrays, write_csv, write_json
 from handwriting.imaging import PreprocessSettings, preprocess_with, to_uint8
-from handwriting.params import load_params
+from handwriting.params import ParamsError, load_params
 from handwriting.visualize import contact_sheet
+
+
+class MissingClassError(ValueError):
+    """Some class has no raw image at all."""
 
 
 def list_raw(raw_dir: Path) -> dict[str, list[str]]:
@@ -34,15 +38,15 @@ def choose(files: dict[str, list[str]], per_class: int | None, seed: int) -> dic
     """Seeded random undersampling of every class to ``per_class`` (default: the smallest)."""
     empty = [char for char, found in files.items() if not found]
     if empty:
-        raise SystemExit(
-            f"balance: no images for {' '.join(empty)}; every one of the 52 classes needs "
+        raise MissingClassError(
+            f"no images for {' '.join(empty)}; every one of the 52 classes needs "
             "images (add them to the dataset or to data/feedback)")
     smallest = min(len(found) for found in files.values())
     target = smallest if per_class is None else per_class
     if target < 1 or target > smallest:
         short = [c for c, found in files.items() if len(found) < target]
-        raise SystemExit(
-            f"balance: balance.per_class={per_class} but {' '.join(short) or 'no class'} "
+        raise ParamsError(
+            f"balance.per_class={per_class} but {' '.join(short) or 'no class'} "
             f"ha{'s' if len(short) == 1 else 've'} fewer images (smallest class: {smallest}); "
             "set balance.per_class to null or to at most the smallest class count")
     rng = np.random.default_rng(seed)
@@ -103,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preview", type=Path, required=True,
                         help="PNG of preprocessed samples")
     args = parser.parse_args(argv)
-    metrics = run(args.params, args.raw, args.out, args.metrics, args.counts, args.preview)
+    try:
+        metrics = run(args.params, args.raw, args.out, args.metrics, args.counts, args.preview)
+    except (ParamsError, MissingClassError) as error:
+        raise SystemExit(f"balance: {error}") from None
     print(f"balance: {metrics['before']['images']} -> {metrics['after']['images']} images "
           f"({metrics['after']['per_class']} per class) -> {args.out}")
     return 0

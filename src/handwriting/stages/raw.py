@@ -36,6 +36,10 @@ from handwriting.visualize import contact_sheet
 SAMPLES_PER_CLASS_ON_SHEET = 8
 
 
+class NoUsableImageError(ValueError):
+    """The dataset folder (raw.folder) holds no image that can be imported."""
+
+
 def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -159,8 +163,8 @@ def run(params: Params, out_dir: Path, feedback_dir: Path, report_path: Path,
                     "raw.folder to a dataset laid out as upper/A ... lower/z")
             count, skipped = import_folder(folder, staging, settings)
             if count == 0:
-                raise SystemExit(
-                    f"raw: no usable image found in {folder} ({len(skipped)} files skipped, see "
+                raise NoUsableImageError(
+                    f"no usable image found in {folder} ({len(skipped)} files skipped, see "
                     f"{skipped_path}); lay it out as upper/A/*.png ... lower/z/*.png")
         else:
             raise ParamsError(f"params.yaml: raw.source must be 'synthetic' or 'folder', "
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run(load_params(args.params), args.out, args.feedback, args.report,
                      args.skipped, args.samples, args.allographs)
-    except (ParamsError, labels.LabelError) as error:
+    except (ParamsError, labels.LabelError, NoUsableImageError) as error:
         raise SystemExit(f"raw: {error}") from None
     print(f"raw: {report['images']} images, {report['skipped']} skipped "
           f"({report['feedback_images']} from feedback) -> {args.out}")

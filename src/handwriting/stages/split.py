@@ -22,9 +22,13 @@ from handwriting.datasets import (
     write_csv,
     write_json,
 )
-from handwriting.params import Split, load_params
+from handwriting.params import ParamsError, Split, load_params
 
 SUBSETS = ("train", "val", "test")
+
+
+class TooFewSourcesError(ValueError):
+    """A class has too few source images to give train, validation and test one each."""
 
 
 def assign_sources(source_ids: np.ndarray, source_labels: np.ndarray, ratios: Split,
@@ -35,8 +39,7 @@ def assign_sources(source_ids: np.ndarray, source_labels: np.ndarray, ratios: Sp
     """
     values = (ratios.train, ratios.val, ratios.test)
     if min(values) <= 0 or abs(sum(values) - 1.0) > 1e-6:
-        raise SystemExit(f"split: split.train/val/test must be positive and sum to 1, "
-                         f"got {values}")
+        raise ParamsError(f"split.train/val/test must be positive and sum to 1, got {values}")
     rng = np.random.default_rng(seed)
     subset_of: dict[str, str] = {}
     for class_id in range(labels.NUM_CLASSES):
@@ -44,8 +47,8 @@ def assign_sources(source_ids: np.ndarray, source_labels: np.ndarray, ratios: Sp
         if len(sources) == 0:
             continue
         if len(sources) < 3:
-            raise SystemExit(
-                f"split: class {labels.char_of(class_id)!r} has {len(sources)} source images; "
+            raise TooFewSourcesError(
+                f"class {labels.char_of(class_id)!r} has {len(sources)} source images; "
                 "at least 3 are needed (one each for train, val and test)")
         sources = sources[rng.permutation(len(sources))]
         n_val = max(1, round(len(sources) * ratios.val))
@@ -99,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="split array folder to write")
     parser.add_argument("--metrics", type=Path, required=True, help="subset sizes JSON")
     args = parser.parse_args(argv)
-    counts = run(args.params, args.augmented, args.out, args.metrics)
+    try:
+        counts = run(args.params, args.augmented, args.out, args.metrics)
+    except (ParamsError, TooFewSourcesError) as error:
+        raise SystemExit(f"split: {error}") from None
     print("split: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" -> {args.out}")
     return 0
 
