@@ -18,6 +18,7 @@ import argparse
 import statistics
 import string
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -25,6 +26,7 @@ import numpy as np
 from handwriting.augmentation import AugmentSettings, one_opencv_thread
 from handwriting.imaging import preprocess, to_uint8
 from handwriting.models.fitting import fresh_variants
+from handwriting.params import load_params
 from handwriting.synth import draw_letter
 
 LETTERS = string.ascii_uppercase + string.ascii_lowercase
@@ -53,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=2000, help="variants per round")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per setting")
     parser.add_argument("--size", type=int, default=32, help="image side (base.image_size)")
+    parser.add_argument("--params", type=Path, default=Path(__file__).parents[1] / "params.yaml",
+                        help="the augment ranges of this params.yaml (default: the project's)")
     args = parser.parse_args(argv)
     images = letters(args.images, args.size, seed=0)
-    settings = AugmentSettings()
+    settings = AugmentSettings.from_params(load_params(args.params))
     pool = cv2.getNumThreads()
     results: dict[str, list[tuple[float, float]]] = {"pool": [], "one": []}
     variants = {}

@@ -19,6 +19,7 @@ Every run is seeded and deterministic (``base.seed``, ``base.deterministic``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -63,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
     params = load_params(args.params)
     overrides = dict(item.split("=", 1) for item in args.set)
-    train_section = dict(params.train)
-    train_section[args.arch] = {**train_section.get(args.arch, {}),
-                                **{k: _value(v) for k, v in overrides.items()}}
-    params = type(params)(**{**vars(params), "train": train_section})
-    fit, hparams = arch_settings(params, args.arch)
+    sections = {**params.train.sections, args.arch: {
+        **params.train.sections.get(args.arch, {}), **{k: _value(v) for k, v in overrides.items()}}}
+    params = dataclasses.replace(params, train=dataclasses.replace(params.train,
+                                                                   sections=sections))
+    fit, hparams = arch_settings(params.train, args.arch)
     if not args.real.is_dir():
         raise SystemExit(f"{args.real}: no real handwriting there; pass --real")
     real_images, real_ids, _ = read_class_folder(args.real, params.preprocessing)

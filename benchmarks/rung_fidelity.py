@@ -46,16 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     from handwriting.params import load_params
 
     params = load_params(args.params)
-    use_engine(arch_settings(params, args.arch)[0].engine)  # before Keras is imported
+    use_engine(arch_settings(params.train, args.arch)[0].engine)  # before Keras is imported
     from scipy.stats import spearmanr
 
     from handwriting.models import search
 
-    settings, space = search.tune_settings(params, args.arch)
+    settings, space = search.tune_settings(params.tune, args.arch)
     random = dataclasses.replace(settings, sampler="random", n_trials=args.configs)
-    untuned = search.untuned_configuration(params, args.arch, space)
+    untuned = search.untuned_configuration(params.train, args.arch, space)
     configs = search.first_configurations(random, space, untuned, params.base.seed)
-    schedule = search.rung_schedule(settings, arch_settings(params, args.arch)[0].epochs)
+    schedule = search.rung_schedule(settings, arch_settings(params.train, args.arch)[0].epochs)
     context = search.TrialContext.load(args.arch, params, args.split)
     scores: dict[int, list[float]] = {cid: [] for cid in range(len(configs))}
     with tempfile.TemporaryDirectory() as scratch:

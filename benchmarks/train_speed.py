@@ -78,7 +78,7 @@ def child(arch: str, engine: str, images: int, epochs: int, params_path: Path) -
     from handwriting.params import load_params
 
     params = load_params(params_path)
-    fit, hparams = arch_settings(params, arch)
+    fit, hparams = arch_settings(params.train, arch)
     fit = fit.replace(epochs=epochs, engine=engine if engine in ENGINES else fit.engine)
     if "weights" in hparams:
         hparams["weights"] = None  # no download: the base's speed is the same
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.arch[0], engines[0], args.images, args.epochs,
                                args.params)), flush=True)
         return 0
-    archs = args.arch or architectures(load_params(args.params))
+    archs = args.arch or architectures(load_params(args.params).train)
     roofline = roofline_gflops()
     print(f"float32 matrix-product roofline (NumPy, 2048 x 2048): {roofline:.0f} GFLOP/s; "
           f"{os.cpu_count()} CPU cores; {args.images} random {args.params.name} letters per "

@@ -30,6 +30,16 @@ def fit_settings(**changes):
     return FitSettings(**{**plain, **changes})
 
 
+def variant_ranges(**changes):
+    """The repository's augment ranges (params.yaml's ``augment`` and the preprocessing's
+    margin), with ``changes``."""
+    from handwriting.augmentation import AugmentSettings
+
+    values = repo_params()
+    return AugmentSettings(**{**values["augment"], "margin": values["preprocess"]["margin"],
+                              **changes})
+
+
 def repo_params() -> dict:
     """The repository's params.yaml as a dict, training on the ``tensorflow`` engine, the test
     process's (above)."""

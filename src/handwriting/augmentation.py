@@ -13,39 +13,27 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from handwriting.imaging import ImageError, fit_to_square, to_uint8
-
-if TYPE_CHECKING:
-    from handwriting.params import Params
+from handwriting.params import Augment, Params
 
 
 @dataclass(frozen=True)
-class AugmentSettings:
-    """Ranges of the random transformations (the ``augment`` params)."""
+class AugmentSettings(Augment):
+    """Ranges of the random transformations: params.yaml's ``augment`` section (its fields,
+    ``copies`` included) and the preprocessing's margin, which frames a variant as the
+    preprocessing frames a letter (:meth:`from_params`)."""
 
-    rotation_degrees: float = 12.0
-    translation: float = 0.06
-    scale: float = 0.12
-    shear: float = 0.2
-    elastic_alpha: float = 0.03
-    thickness_probability: float = 0.3
-    noise_std: float = 0.0
-    margin: float = 0.08
+    margin: float
 
     @classmethod
     def from_params(cls, params: Params) -> AugmentSettings:
-        """The ranges of params.yaml's ``augment`` section (and the preprocessing margin): the
-        augment stage's copies and the training's on-the-fly variants use them alike."""
-        a = params.augment
-        return cls(rotation_degrees=a.rotation_degrees, translation=a.translation,
-                   scale=a.scale, shear=a.shear, elastic_alpha=a.elastic_alpha,
-                   thickness_probability=a.thickness_probability, noise_std=a.noise_std,
-                   margin=params.preprocess.margin)
+        """The ranges of params.yaml: the augment stage's copies and the training's on-the-fly
+        variants use them alike."""
+        return cls(**vars(params.augment), margin=params.preprocess.margin)
 
 
 def _geometric(canvas: np.ndarray, rng: np.random.Generator, s: AugmentSettings) -> np.ndarray:
@@ -114,8 +102,9 @@ def augment_uint8(image: np.ndarray, rng: np.random.Generator,
 
 def one_opencv_thread() -> None:
     """Run OpenCV on one thread in this process: on a letter's 64-pixel canvas its thread pool
-    costs more than it saves (a variant takes about a third less CPU time), and training
-    needs the cores. The pixels are the same either way."""
+    costs more than it saves (on one thread a variant takes about half the CPU time:
+    ``benchmarks/augment_speed.py``), and training needs the cores. The pixels are the same
+    either way."""
     cv2.setNumThreads(1)
 
 

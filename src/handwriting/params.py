@@ -1,7 +1,12 @@
-"""A typed view of params.yaml: one small dataclass per section.
+"""A typed view of params.yaml: one small frozen dataclass per section, every one built by
+:func:`build_section` (the keys, each value's type, then the record's own checks).
 
 Unknown or missing keys are errors that name the key, so a typo in params.yaml (or in a
-``dvc exp run -S`` override) fails loudly instead of silently using a default.
+``dvc exp run -S`` override) fails loudly instead of silently using a default; every error is
+a :class:`ParamsError`, which a stage's ``main()`` turns into a one-line exit. Each function
+is passed the section it needs (``arch_settings(params.train, arch)``). A section whose keys
+are partly open (``train.<arch>``, ``tune.<arch>``) keeps those in one ``rest`` field, which
+the code that owns them checks.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ class Base:
     seed: int
     image_size: int
     deterministic: bool
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.image_size <= 512:
+            raise ParamsError(f"image_size must be between 8 and 512, got {self.image_size}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,107 @@ class Split:
     test: float
 
 
+def _whole(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+# Valid values of the searched and evaluated settings (the records below check them).
+SAMPLERS = ("random", "grid", "tpe")  # tune.sampler
+ENSEMBLE_KINDS = ("soft", "hard")  # evaluate.ensemble
+ENSEMBLE_WEIGHTINGS = ("val_accuracy", "none")  # evaluate.ensemble_weighting
+
+
+@dataclass(frozen=True)
+class Train:
+    """``train``: which architectures the pipeline trains, in order (read them with
+    :func:`handwriting.models.registry.architectures`, which checks each against the
+    registry), the fit settings every one shares (``defaults``) and one section per
+    architecture (``train.<arch>``, in ``sections``): its fit settings and its builder's
+    hyperparameters, which :func:`handwriting.models.training.arch_settings` splits and
+    checks. (The registry is not imported here: every stage reads params.yaml, and only the
+    model stages depend on the models package.)"""
+
+    architectures: list[str]
+    defaults: dict
+    sections: dict = field(default_factory=dict, metadata={"rest": True})
+
+    def __post_init__(self) -> None:
+        if not self.architectures:
+            raise ParamsError("architectures must list at least one architecture")
+        repeated = sorted({name for name in self.architectures
+                           if self.architectures.count(name) > 1})
+        if repeated:
+            raise ParamsError(f"architectures lists {', '.join(repeated)} more than once")
+        missing = [arch for arch in self.architectures
+                   if not isinstance(self.sections.get(arch), dict)]
+        if missing:
+            raise ParamsError(f"{missing[0]} is listed in architectures and has no section "
+                              f"train.{missing[0]}; add one (see the other architectures) or "
+                              "remove it from the list")
+
+
+@dataclass(frozen=True)
+class Tune:
+    """``tune``: the sampler, the rung schedule and where the trials are kept, and one search
+    space per architecture (``tune.<arch>``, in ``spaces``; checked by
+    :func:`handwriting.models.search.tune_settings`)."""
+
+    sampler: str
+    n_trials: int
+    reduction: int
+    rungs: int
+    patience: int
+    storage: str | None
+    workers: int
+    spaces: dict = field(default_factory=dict, metadata={"rest": True})
+
+    def __post_init__(self) -> None:
+        def fail(key: str, expected: str) -> ParamsError:
+            return ParamsError(f"{key} must be {expected}, got {getattr(self, key)!r}")
+
+        if self.sampler not in SAMPLERS:
+            raise fail("sampler", f"one of {', '.join(SAMPLERS)}")
+        for key, least in (("n_trials", 1), ("reduction", 2), ("rungs", 1), ("patience", 1),
+                           ("workers", 1)):
+            if not _whole(getattr(self, key), least):
+                raise fail(key, f"a whole number, {least} or more")
+        if self.storage is not None and (not isinstance(self.storage, str)
+                                         or "://" not in self.storage):
+            raise fail("storage", "null (in memory) or an Optuna RDB URL such as "
+                                  "postgresql://user:password@host/db or sqlite:///tune.db")
+
+
+# The keys of ``tune`` that set the search itself (every other key is a space).
+SEARCH_SETTINGS = tuple(f.name for f in dataclasses.fields(Tune) if not f.metadata.get("rest"))
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """``evaluate``: the ensemble (soft: weighted average of probabilities | hard: majority
+    vote) and its weighting (val_accuracy | none), single-image calls timed per model, test
+    images per explanation grid, and the external dataset folders scored (``crossdata``)."""
+
+    ensemble: str
+    ensemble_weighting: str
+    latency_calls: int
+    explain_samples: int
+    crossdata: list[str]
+
+    def __post_init__(self) -> None:
+        def fail(key: str, expected: str) -> ParamsError:
+            return ParamsError(f"{key} must be {expected}, got {getattr(self, key)!r}")
+
+        if self.ensemble not in ENSEMBLE_KINDS:
+            raise fail("ensemble", f"one of {', '.join(ENSEMBLE_KINDS)}")
+        if self.ensemble_weighting not in ENSEMBLE_WEIGHTINGS:
+            raise fail("ensemble_weighting", f"one of {', '.join(ENSEMBLE_WEIGHTINGS)}")
+        for key in ("latency_calls", "explain_samples"):
+            if not _whole(getattr(self, key), 1):
+                raise fail(key, "a whole number, 1 or more")
+        if not all(self.crossdata):
+            raise fail("crossdata", "a list of folder paths")
+
+
 @dataclass(frozen=True)
 class Export:
     registered_model: str
@@ -81,6 +191,20 @@ class Export:
     unsure_keep_correct: float
     latency_calls: int
     throughput_batch: int
+
+    def __post_init__(self) -> None:
+        if not self.registered_model.strip():
+            raise ParamsError("registered_model must name the registered model, e.g. "
+                              "handwriting-letters")
+        if self.compute_budget_mflops < 0:
+            raise ParamsError("compute_budget_mflops must be 0 (no limit) or more, got "
+                              f"{self.compute_budget_mflops}")
+        if not 0 < self.unsure_keep_correct <= 1:
+            raise ParamsError("unsure_keep_correct must be in (0, 1] (1: never unsure), got "
+                              f"{self.unsure_keep_correct}")
+        for key in ("latency_calls", "throughput_batch"):
+            if getattr(self, key) < 1:
+                raise ParamsError(f"{key} must be at least 1, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -91,11 +215,9 @@ class Params:
     balance: Balance = field(default=None)  # type: ignore[assignment]
     augment: Augment = field(default=None)  # type: ignore[assignment]
     split: Split = field(default=None)  # type: ignore[assignment]
-    # Per-architecture training settings: the train stage validates them against the builders.
-    train: dict = field(default=None)  # type: ignore[arg-type]
-    # Search settings and per-architecture spaces: the tune stage validates them.
-    tune: dict = field(default=None)  # type: ignore[arg-type]
-    evaluate: dict = field(default=None)  # type: ignore[arg-type]
+    train: Train = field(default=None)  # type: ignore[assignment]
+    tune: Tune = field(default=None)  # type: ignore[assignment]
+    evaluate: Evaluate = field(default=None)  # type: ignore[assignment]
     export: Export = field(default=None)  # type: ignore[assignment]
 
     @property
@@ -104,8 +226,22 @@ class Params:
         return PreprocessSettings(image_size=self.base.image_size, margin=self.preprocess.margin,
                                   max_pixels=self.preprocess.max_pixels)
 
+    def require(self, *sections: str) -> None:
+        """A ParamsError naming every one of ``sections`` that params.yaml lacks (the loader
+        lets a section no stage of the caller needs be absent)."""
+        missing = [name for name in sections if getattr(self, name) is None]
+        if missing:
+            raise ParamsError(f"params.yaml has no {' or '.join(missing)} section; copy it "
+                              "from the project's params.yaml")
 
-def _build(cls: type, values: Any, where: str) -> Any:
+
+def build_section(cls: type, values: Any, where: str, missing_hint: str = "") -> Any:
+    """``cls`` (a dataclass) built from the mapping ``values`` found at ``where`` in
+    params.yaml: every field's key required unless its default is None, no unknown key
+    (except into a field marked ``rest``, which takes every key no other field names), each
+    value checked against the field's annotation, nested dataclasses built alike; then the
+    record's own ``__post_init__`` checks. Every error is a :class:`ParamsError` that names
+    the key (``missing_hint`` follows a missing key's)."""
     if not isinstance(values, dict):
         raise ParamsError(f"params.yaml: '{where or 'the file'}' must be a mapping, "
                           f"got {values!r}")
@@ -126,20 +262,24 @@ def _build(cls: type, values: Any, where: str) -> Any:
             if spec.default is None:
                 built[name] = None
                 continue
-            raise ParamsError(f"params.yaml: missing key '{key}'")
+            raise ParamsError(f"params.yaml: missing key '{key}'{missing_hint}")
         value = values[name]
         kind = spec.type if isinstance(spec.type, type) else _TYPES.get(spec.type)
         if dataclasses.is_dataclass(kind):
-            built[name] = _build(kind, value, key)
+            built[name] = build_section(kind, value, key)
         else:
             # Annotations are strings here (from __future__ import annotations).
             built[name] = _check_scalar(value, cast(str, spec.type), key)
-    return cls(**built)
+    try:
+        return cls(**built)
+    except ParamsError as error:  # the record's own check: say where it is
+        raise ParamsError(f"params.yaml: {where + '.' if where else ''}{error}") from None
 
 
 _TYPES: dict[str, type] = {
     "Base": Base, "Preprocess": Preprocess, "Synthetic": Synthetic, "Raw": Raw,
-    "Balance": Balance, "Augment": Augment, "Split": Split, "Export": Export,
+    "Balance": Balance, "Augment": Augment, "Split": Split, "Train": Train, "Tune": Tune,
+    "Evaluate": Evaluate, "Export": Export,
 }
 
 
@@ -166,6 +306,7 @@ def _check_scalar(value: Any, annotation: str, key: str) -> Any:
         if not isinstance(value, str):
             raise fail("a string")
     elif annotation == "list[str]":
+        value = [] if value is None else value
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise fail("a list of strings")
     elif annotation == "list[int]":
@@ -191,22 +332,4 @@ def load_params(path: str | Path = "params.yaml") -> Params:
                           "pass --params") from None
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
-    params = _build(Params, values or {}, "")
-    if not 8 <= params.base.image_size <= 512:
-        raise ParamsError(f"params.yaml: base.image_size must be between 8 and 512, "
-                          f"got {params.base.image_size}")
-    if params.export is not None:
-        if not params.export.registered_model.strip():
-            raise ParamsError("params.yaml: export.registered_model must name the registered "
-                              "model, e.g. handwriting-letters")
-        if params.export.compute_budget_mflops < 0:
-            raise ParamsError("params.yaml: export.compute_budget_mflops must be 0 (no limit) "
-                              f"or more, got {params.export.compute_budget_mflops}")
-        if not 0 < params.export.unsure_keep_correct <= 1:
-            raise ParamsError("params.yaml: export.unsure_keep_correct must be in (0, 1] (1: "
-                              f"never unsure), got {params.export.unsure_keep_correct}")
-        for key in ("latency_calls", "throughput_batch"):
-            if getattr(params.export, key) < 1:
-                raise ParamsError(f"params.yaml: export.{key} must be at least 1, got "
-                                  f"{getattr(params.export, key)}")
-    return params
+    return build_section(Params, values or {}, "")

@@ -26,10 +26,9 @@ import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(2)
 tf.config.threading.set_inter_op_parallelism_threads(2)
 from handwriting import labels
-from handwriting.augmentation import AugmentSettings
 from handwriting.models.fitting import fit_model, make_reproducible
 from handwriting.models.zoo import build
-from tests.conftest import fit_settings
+from tests.conftest import fit_settings, variant_ranges
 
 deterministic = sys.argv[1] == "on"
 rng = np.random.default_rng(0)
@@ -43,7 +42,7 @@ for arch, hparams, fit in (("lenet5", {}, fit_settings()), ("gru", {"units": 16}
     make_reproducible(7, deterministic)
     model = build(arch, (32, 32, 1), labels.NUM_CLASSES, **hparams)
     fit_model(model, fit, train=(images[:320], classes[:320]),
-              val=(images[320:], classes[320:]), seed=7, augmentation=AugmentSettings(),
+              val=(images[320:], classes[320:]), seed=7, augmentation=variant_ranges(),
               verbose=0)
     for weights in model.get_weights():
         digest.update(np.ascontiguousarray(weights).tobytes())

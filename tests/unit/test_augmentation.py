@@ -3,19 +3,19 @@
 import numpy as np
 
 from handwriting.augmentation import (
-    AugmentSettings,
     augment_image,
     augment_uint8,
     one_opencv_thread,
 )
 from handwriting.imaging import preprocess, to_uint8
+from tests.conftest import variant_ranges
 from tests.unit.test_imaging import glyph
 
 ORIGINAL = preprocess(glyph(), 32)
 
 
 def test_same_seed_same_variant_and_different_seeds_differ():
-    settings = AugmentSettings()
+    settings = variant_ranges()
     a = augment_image(ORIGINAL, np.random.default_rng(7), settings)
     b = augment_image(ORIGINAL, np.random.default_rng(7), settings)
     c = augment_image(ORIGINAL, np.random.default_rng(8), settings)
@@ -24,7 +24,7 @@ def test_same_seed_same_variant_and_different_seeds_differ():
 
 
 def test_variant_is_a_valid_input_that_differs_from_the_original():
-    variant = augment_image(ORIGINAL, np.random.default_rng(1), AugmentSettings())
+    variant = augment_image(ORIGINAL, np.random.default_rng(1), variant_ranges())
     assert variant.shape == ORIGINAL.shape and variant.dtype == np.float32
     assert 0.0 <= variant.min() and variant.max() <= 1.0
     assert variant.max() > 0.9  # the letter is still there
@@ -32,14 +32,14 @@ def test_variant_is_a_valid_input_that_differs_from_the_original():
 
 
 def test_no_transformation_keeps_the_image():
-    nothing = AugmentSettings(rotation_degrees=0, translation=0, scale=0, shear=0,
+    nothing = variant_ranges(rotation_degrees=0, translation=0, scale=0, shear=0,
                               elastic_alpha=0, thickness_probability=0, noise_std=0)
     variant = augment_image(ORIGINAL, np.random.default_rng(3), nothing)
     assert np.abs(variant - ORIGINAL).mean() < 0.03  # reframing only: a sub-pixel zoom
 
 
 def test_strong_rotation_does_not_cut_the_letter_off():
-    strong = AugmentSettings(rotation_degrees=45, translation=0, scale=0, shear=0,
+    strong = variant_ranges(rotation_degrees=45, translation=0, scale=0, shear=0,
                              elastic_alpha=0, thickness_probability=0)
     for seed in range(10):
         variant = augment_image(ORIGINAL, np.random.default_rng(seed), strong)
@@ -49,8 +49,8 @@ def test_strong_rotation_does_not_cut_the_letter_off():
 
 
 def test_the_uint8_variant_is_the_float_variant_rounded():
-    settings = [AugmentSettings(), AugmentSettings(noise_std=0.05, thickness_probability=1.0),
-                AugmentSettings(elastic_alpha=0.0, rotation_degrees=30)]
+    settings = [variant_ranges(), variant_ranges(noise_std=0.05, thickness_probability=1.0),
+                variant_ranges(elastic_alpha=0.0, rotation_degrees=30)]
     for seed in range(30):
         chosen = settings[seed % len(settings)]
         as_float = augment_image(ORIGINAL, np.random.default_rng(seed), chosen)
@@ -63,7 +63,7 @@ def test_opencv_on_one_thread_draws_the_same_pixels():
     import cv2
 
     threads = cv2.getNumThreads()
-    settings = AugmentSettings(thickness_probability=0.5)
+    settings = variant_ranges(thickness_probability=0.5)
     images = [preprocess(glyph(), size) for size in (32, 64)]
     try:
         cv2.setNumThreads(max(2, threads))

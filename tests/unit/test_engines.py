@@ -12,7 +12,7 @@ from handwriting import labels
 from handwriting.models.engine import ENGINES, EngineError, engine, use_engine
 from handwriting.models.search import tune_settings
 from handwriting.params import ParamsError, load_params
-from tests.conftest import REPO, fit_settings, repo_params
+from tests.conftest import REPO, fit_settings, repo_params, variant_ranges
 
 pytest.importorskip("jax")
 
@@ -38,7 +38,7 @@ def test_a_bad_engine_setting_names_the_key_and_the_choices(tmp_path):
     from handwriting.models.training import arch_settings
 
     with pytest.raises(ParamsError, match=r"train\.gru\.engine must be one of"):
-        arch_settings(load_params(path), "gru")
+        arch_settings(load_params(path).train, "gru")
 
 
 def test_a_process_trains_on_one_backend():
@@ -65,15 +65,15 @@ def test_the_engine_is_no_hyperparameter(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(values))
     with pytest.raises(ParamsError, match=r"tune\.lenet5\.engine: .*set train\.lenet5\.engine"):
-        tune_settings(load_params(path), "lenet5")
+        tune_settings(load_params(path).tune, "lenet5")
 
 
 def test_the_default_engines_are_known():
     params = load_params(REPO / "params.yaml")
     from handwriting.models.training import arch_settings
 
-    for arch in params.train["architectures"]:
-        assert arch_settings(params, arch)[0].engine in ENGINES
+    for arch in params.train.architectures:
+        assert arch_settings(params.train, arch)[0].engine in ENGINES
 
 
 def test_array_batches_cover_every_image_once_per_epoch_in_a_seeded_order():
@@ -101,17 +101,16 @@ def test_array_batches_cover_every_image_once_per_epoch_in_a_seeded_order():
 
 
 def test_array_batches_vary_images_as_the_numbered_tf_data_batches_do():
-    from handwriting.augmentation import AugmentSettings
     from handwriting.models.fitting import array_batches, fresh_variants
 
     images = np.zeros((6, 32, 32), np.uint8)
     images[:, 8:24, 14:18] = 255
     classes = np.zeros(6, int)
-    batches = array_batches(images, classes, 3, seed=5, augment=(1.0, AugmentSettings()),
+    batches = array_batches(images, classes, 3, seed=5, augment=(1.0, variant_ranges()),
                             first_epoch=2)
     x, _ = next(batches)  # batch number 2 epochs x 2 steps = 4
     expected = fresh_variants(images[np.random.default_rng([5, 2]).permutation(6)[:3]], 1.0,
-                              AugmentSettings(), 5, 4)
+                              variant_ranges(), 5, 4)
     np.testing.assert_array_equal(np.round(x[..., 0] * 255).astype(np.uint8), expected)
     assert not np.array_equal(expected, images[:3])
 

@@ -247,29 +247,31 @@ def test_a_missing_model_is_a_clear_error(tiny_project):
 
 
 def test_the_evaluate_settings_are_typed_and_name_a_bad_key(tmp_path):
-    from handwriting.evaluation.settings import EvaluateSettings
-    from handwriting.params import ParamsError
+    from handwriting.params import Evaluate, ParamsError, build_section
 
     project = repo_params()["evaluate"]
-    assert EvaluateSettings.from_section(project).crossdata == tuple(project["crossdata"])
+    assert build_section(Evaluate, project, "evaluate").crossdata == project["crossdata"]
     section = {**project, "ensemble": "hard", "ensemble_weighting": "none",
                "crossdata": ["a", "b"]}
-    settings = EvaluateSettings.from_section(section)
+    settings = build_section(Evaluate, section, "evaluate")
     assert (settings.ensemble, settings.ensemble_weighting) == ("hard", "none")
-    assert settings.crossdata == ("a", "b")
+    assert settings.crossdata == ["a", "b"]
+    assert build_section(Evaluate, {**section, "crossdata": None}, "evaluate").crossdata == []
     for change, message in (
             ({"ensemble": "sofft"}, "evaluate.ensemble must be one of soft, hard, got 'sofft'"),
             ({"ensemble_weighting": "f1"}, "evaluate.ensemble_weighting must be one of "
                                            "val_accuracy, none, got 'f1'"),
             ({"latency_calls": 0}, "evaluate.latency_calls must be a whole number, 1 or more"),
-            ({"explain_samples": "12"}, "evaluate.explain_samples must be a whole number"),
-            ({"crossdata": "emnist"}, "evaluate.crossdata must be a list of folder paths"),
-            ({"ensembel": "soft"}, r"unknown key\(s\) evaluate.ensembel \(known: ensemble,")):
+            ({"explain_samples": "12"}, "'evaluate.explain_samples' must be an integer"),
+            ({"crossdata": "emnist"}, "'evaluate.crossdata' must be a list of strings"),
+            ({"crossdata": [""]}, "evaluate.crossdata must be a list of folder paths"),
+            ({"ensembel": "soft"}, r"unknown key\(s\) evaluate.ensembel; known keys here: "
+                                   "ensemble,")):
         with pytest.raises(ParamsError, match=message):
-            EvaluateSettings.from_section({**section, **change})
+            build_section(Evaluate, {**section, **change}, "evaluate")
     without = {k: v for k, v in section.items() if k != "latency_calls"}
-    with pytest.raises(ParamsError, match=r"missing key\(s\) evaluate.latency_calls"):
-        EvaluateSettings.from_section(without)
+    with pytest.raises(ParamsError, match=r"missing key 'evaluate.latency_calls'"):
+        build_section(Evaluate, without, "evaluate")
     # The stage says it in one line, before loading anything.
     values = repo_params()
     values["evaluate"]["ensemble"] = "sofft"
@@ -354,6 +356,6 @@ def test_the_crossdata_stage_writes_each_folder_as_params_names_it(tmp_path, mon
     assert "absent (evaluate skips it)" in capsys.readouterr().out
     values["evaluate"]["crossdata"] = "real"  # not a list: a clear error, nothing written
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
-    with pytest.raises(SystemExit, match="evaluate.crossdata must be a list"):
+    with pytest.raises(SystemExit, match="'evaluate.crossdata' must be a list"):
         crossdata.main(["--params", "params.yaml", "--out", "out/other.json"])
     assert not (tmp_path / "out" / "other.json").exists()

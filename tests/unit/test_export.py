@@ -22,13 +22,12 @@ mlflow = pytest.importorskip("mlflow")
 
 from handwriting import labels  # noqa: E402
 from handwriting.datasets import save_arrays  # noqa: E402
-from handwriting.evaluation import champion  # noqa: E402
+from handwriting.evaluation import champion, comparison  # noqa: E402
 from handwriting.evaluation.champion import Candidate  # noqa: E402
 from handwriting.imaging import to_uint8  # noqa: E402
-from handwriting.params import load_params  # noqa: E402
+from handwriting.params import ParamsError, load_params  # noqa: E402
 from handwriting.serving.predictor import UNSURE_MESSAGE, Predictor  # noqa: E402
 from handwriting.serving.pyfunc import ALIAS, register_champion  # noqa: E402
-from handwriting.evaluation import comparison  # noqa: E402
 from handwriting.stages import export  # noqa: E402
 from tests.conftest import repo_params  # noqa: E402
 from tests.unit.test_serving import bar, bars, png_bytes  # noqa: E402
@@ -247,16 +246,30 @@ def test_export_refuses_a_missing_or_foreign_champion_file(project, tmp_path):
     params = load_params(project / "params.yaml")
     args = (project / "split", project / "models", project / "metrics" / "train")
     outs = (tmp_path / "serving", tmp_path / "onnx", tmp_path / "serving.json")
-    with pytest.raises(SystemExit, match="champion.json is missing; run `dvc repro evaluate`"):
+    with pytest.raises(export.DecisionError,
+                       match="champion.json is missing; run `dvc repro evaluate`"):
         export.run(params, *args, tmp_path / "champion.json", *outs, register=False)
     decision = json.loads((project / "metrics" / "champion.json").read_text())
     decision["champion"] = "vgg16-tuned"
     (tmp_path / "champion.json").write_text(json.dumps(decision))
-    with pytest.raises(SystemExit, match="does not train"):
+    with pytest.raises(export.DecisionError, match="does not train"):
         export.run(params, *args, tmp_path / "champion.json", *outs, register=False)
     (tmp_path / "champion.json").write_text("{")
-    with pytest.raises(SystemExit, match="not a champion decision"):
+    with pytest.raises(export.DecisionError, match="not a champion decision"):
         export.run(params, *args, tmp_path / "champion.json", *outs, register=False)
+
+
+def test_the_stage_turns_a_refused_champion_file_into_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(repo_params()))
+    with pytest.raises(SystemExit, match=r"^export: .*champion\.json is missing; run `dvc "
+                                         "repro evaluate`"):
+        export.main(["--params", str(tmp_path / "params.yaml"), "--split", str(tmp_path / "split"),
+                     "--models", str(tmp_path / "models"),
+                     "--train-metrics", str(tmp_path / "train"),
+                     "--champion", str(tmp_path / "champion.json"),
+                     "--serving", str(tmp_path / "serving"), "--onnx", str(tmp_path / "onnx"),
+                     "--metrics", str(tmp_path / "serving.json"), "--no-register"])
+    assert not (tmp_path / "serving").exists()
 
 
 def test_the_alias_moves_only_to_a_model_at_least_as_good(project, exported, mlflow_store):
@@ -361,14 +374,14 @@ def test_export_names_a_missing_model_and_a_missing_section(project, tmp_path):
     decision = json.loads((project / "metrics" / "champion.json").read_text())
     decision["candidates"]["lstm-tuned"] = decision["candidates"].pop("gru-tuned")
     (tmp_path / "champion.json").write_text(json.dumps(decision))
-    with pytest.raises(SystemExit, match="models/lstm/tuned.keras is missing"):
+    with pytest.raises(export.MissingModelError, match="models/lstm/tuned.keras is missing"):
         export.run(load_params(tmp_path / "params.yaml"), project / "split", project / "models",
                    project / "metrics" / "train", tmp_path / "champion.json",
                    tmp_path / "serving", tmp_path / "onnx", tmp_path / "serving.json",
                    register=False)
     del values["export"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
-    with pytest.raises(SystemExit, match="no 'export' section"):
+    with pytest.raises(ParamsError, match="^params.yaml has no export section"):
         export.run(load_params(tmp_path / "params.yaml"), project / "split", project / "models",
                    project / "metrics" / "train", tmp_path / "champion.json",
                    tmp_path / "serving", tmp_path / "onnx", tmp_path / "serving.json",

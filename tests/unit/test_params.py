@@ -98,3 +98,36 @@ def test_the_generator_owns_its_settings(tmp_path):
     path = write(tmp_path, lambda v: v["raw"]["synthetic"].update(pen_scal=1.0))
     with pytest.raises(ParamsError, match="unknown key.*pen_scal;.*pen_scale"):
         drawing_settings(load_params(path).raw.synthetic)
+
+
+def test_every_section_is_a_typed_record_with_its_open_keys_kept_apart():
+    from handwriting.params import Evaluate, Train, Tune
+
+    params = load_params(REPO / "params.yaml")
+    assert isinstance(params.train, Train) and isinstance(params.tune, Tune)
+    assert isinstance(params.evaluate, Evaluate)
+    # train.<arch> and tune.<arch>: one open mapping per architecture, no other key there
+    assert set(params.train.sections) == set(params.train.architectures)
+    assert set(params.tune.spaces) == set(params.train.architectures)
+    assert params.train.defaults["optimizer"] == "adam"
+
+
+@pytest.mark.parametrize("section, change, message", [
+    ("tune", {"n_trials": 0}, r"tune\.n_trials must be a whole number, 1 or more"),
+    ("tune", {"sampler": "grd"}, r"tune\.sampler must be one of random, grid, tpe"),
+    ("evaluate", {"ensemble": "mean"}, r"evaluate\.ensemble must be one of soft, hard"),
+    ("export", {"unsure_keep_correct": 0}, r"export\.unsure_keep_correct must be in \(0, 1\]"),
+    ("base", {"image_size": 4}, r"base\.image_size must be between 8 and 512"),
+])
+def test_a_record_s_own_check_names_the_key(tmp_path, section, change, message):
+    path = write(tmp_path, lambda v: v[section].update(change))
+    with pytest.raises(ParamsError, match=f"^params.yaml: {message}"):
+        load_params(path)
+
+
+def test_a_stage_names_the_sections_it_needs_and_params_yaml_lacks(tmp_path):
+    path = write(tmp_path, lambda v: [v.pop("evaluate"), v.pop("export")])
+    params = load_params(path)
+    params.require("train", "tune")
+    with pytest.raises(ParamsError, match="has no evaluate or export section"):
+        params.require("train", "evaluate", "export")

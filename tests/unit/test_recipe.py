@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from handwriting import labels
-from handwriting.augmentation import AugmentSettings
 from handwriting.models.fitting import (
     FIT_KEYS,
     FitSettings,
@@ -21,9 +20,9 @@ from handwriting.models.fitting import (
 )
 from handwriting.models.training import arch_settings
 from handwriting.params import ParamsError, load_params
-from tests.conftest import fit_settings, repo_params
+from tests.conftest import fit_settings, repo_params, variant_ranges
 
-RANGES = AugmentSettings()
+RANGES = variant_ranges()
 
 
 def letters(count: int, seed: int = 0) -> np.ndarray:
@@ -66,8 +65,8 @@ def test_an_architecture_takes_the_defaults_and_overrides_them(tmp_path):
         train["lenet5"]["label_smoothing"] = 0.2
 
     params = _params_with(tmp_path, edit)
-    lenet5, hparams = arch_settings(params, "lenet5")
-    gru, _ = arch_settings(params, "gru")
+    lenet5, hparams = arch_settings(params.train, "lenet5")
+    gru, _ = arch_settings(params.train, "gru")
     assert lenet5.label_smoothing == 0.2 and gru.label_smoothing == 0.05
     assert set(hparams) == {"dropout"}  # fit keys never reach the builder
     assert tuple(vars(lenet5)) == FIT_KEYS
@@ -76,19 +75,20 @@ def test_an_architecture_takes_the_defaults_and_overrides_them(tmp_path):
 def test_a_typo_in_an_architecture_s_recipe_is_named(tmp_path):
     params = _params_with(tmp_path, lambda train: train["gru"].update(lr_schedule="cosin"))
     with pytest.raises(ParamsError, match=r"train\.gru\.lr_schedule must be one of"):
-        arch_settings(params, "gru")
+        arch_settings(params.train, "gru")
 
 
 def test_a_missing_default_is_named(tmp_path):
     params = _params_with(tmp_path, lambda train: train["defaults"].pop("label_smoothing"))
-    with pytest.raises(ParamsError, match=r"missing key\(s\) train\.lstm\.label_smoothing"):
-        arch_settings(params, "lstm")
+    with pytest.raises(ParamsError, match=r"missing key 'train\.lstm\.label_smoothing'; set it "
+                                          "in train.defaults"):
+        arch_settings(params.train, "lstm")
 
 
 def test_train_defaults_hold_only_fit_settings(tmp_path):
     params = _params_with(tmp_path, lambda train: train["defaults"].update(units=64))
     with pytest.raises(ParamsError, match="train.defaults may only hold fit settings"):
-        arch_settings(params, "lenet5")
+        arch_settings(params.train, "lenet5")
 
 
 # --- schedule and loss ---------------------------------------------------------------------

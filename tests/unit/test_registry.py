@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import yaml
 
 from handwriting.models.registry import (
     FALLBACK_ORDER,
@@ -45,10 +46,21 @@ def test_train_architectures_are_checked_against_the_registry(tmp_path):
     from tests.conftest import REPO
 
     params = load_params(REPO / "params.yaml")
-    assert architectures(params) == params.train["architectures"]
-    for names, message in ((["lenet5", "lenet6"], "names lenet6, which the registry"),
-                           (["gru", "gru"], "lists gru more than once"),
-                           ([], "must be a non-empty list"), ("lenet5", "must be a non-empty")):
-        bad = dataclasses.replace(params, train={**params.train, "architectures": names})
+    assert architectures(params.train) == params.train.architectures
+    bad = dataclasses.replace(params.train, architectures=["lenet5", "lenet6"],
+                              sections={**params.train.sections, "lenet6": {}})
+    with pytest.raises(ParamsError, match="train.architectures names lenet6, which the registry"):
+        architectures(bad)
+    with pytest.raises(ParamsError, match="has no train section"):
+        architectures(None)
+    # The typed section checks the list itself when params.yaml is read.
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    for names, message in ((["gru", "gru"], "train.architectures lists gru more than once"),
+                           ([], "train.architectures must list at least one"),
+                           ("lenet5", "'train.architectures' must be a list of strings"),
+                           (["lenet5", "resnet"], "resnet is listed in architectures and has "
+                                                  "no section train.resnet")):
+        values["train"]["architectures"] = names
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
         with pytest.raises(ParamsError, match=message):
-            architectures(bad)
+            load_params(tmp_path / "params.yaml")

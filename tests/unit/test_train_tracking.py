@@ -123,8 +123,10 @@ def test_the_tracking_uri_is_an_absolute_sqlite_path(tmp_path, monkeypatch):
 def test_unknown_architecture_settings_are_clear_errors(params_file):
     params = load_params(params_file)
     with pytest.raises(ParamsError, match="no train.resnet section"):
-        arch_settings(params, "resnet")
-    fit, hparams = arch_settings(params, "vgg16")
+        arch_settings(params.train, "resnet")
+    with pytest.raises(ParamsError, match="no train.lenet5 section"):
+        arch_settings(None, "lenet5")
+    fit, hparams = arch_settings(params.train, "vgg16")
     assert fit.fine_tune_blocks == 0 and hparams["weights"] == "imagenet"
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from handwriting.models import search
-from handwriting.params import ParamsError, load_params
+from handwriting.params import ParamsError, Tune, load_params
 from handwriting.stages import train, tune
 from tests.conftest import REPO, repo_params
 
@@ -32,7 +32,7 @@ def write_params(tmp_path, epochs=3, **tune_changes):
 def settings(**changes):
     plain = dict(sampler="random", n_trials=6, reduction=3, rungs=3, patience=3, storage=None,
                  workers=1)
-    return search.TuneSettings(**{**plain, **changes})
+    return Tune(**{**plain, **changes})
 
 
 def untuned_files(tmp_path, params_path, split):
@@ -137,7 +137,7 @@ def test_ranges_are_drawn_inside_them_on_their_scale_and_seeded():
 def test_a_bad_space_key_is_named_with_the_fix(tmp_path, spec, named):
     path = write_params(tmp_path, lenet5={"learning_rate": spec})
     with pytest.raises(ParamsError, match=named) as raised:
-        search.tune_settings(load_params(path), "lenet5")
+        search.tune_settings(load_params(path).tune, "lenet5")
     assert "tune.lenet5.learning_rate" in str(raised.value)
 
 
@@ -146,18 +146,18 @@ def test_the_grid_sampler_needs_lists(tmp_path):
                         lenet5={"learning_rate": {"low": 0.001, "high": 0.01, "log": True}})
     with pytest.raises(ParamsError, match=r"tune\.lenet5\.learning_rate is a range, and the "
                                           "grid sampler needs a list of choices"):
-        search.tune_settings(load_params(path), "lenet5")
+        search.tune_settings(load_params(path).tune, "lenet5")
 
 
 def test_the_default_spaces_are_valid_and_tpe_is_the_default():
     import dataclasses
 
     params = load_params(REPO / "params.yaml")
-    assert params.tune["sampler"] == "tpe"
-    random = dataclasses.replace(search.TuneSettings.from_params(params), sampler="random")
-    for arch in params.train["architectures"]:
-        _, space = search.tune_settings(params, arch)
-        untuned = search.untuned_configuration(params, arch, space)  # each key has a value
+    assert params.tune.sampler == "tpe"
+    random = dataclasses.replace(params.tune, sampler="random")
+    for arch in params.train.architectures:
+        _, space = search.tune_settings(params.tune, arch)
+        untuned = search.untuned_configuration(params.train, arch, space)  # each key has a value
         for config in search.first_configurations(random, space, untuned, seed=0)[1:]:
             search.chosen_settings(params, arch, config)  # every draw is a valid recipe
 
@@ -201,20 +201,22 @@ def test_bad_settings_are_clear_errors(tmp_path):
             ({"workers": 0}, "tune.workers must be a whole number, 1 or more"),
             ({"storage": "tune.db"}, "tune.storage must be null .* or an Optuna RDB URL")):
         with pytest.raises(ParamsError, match=message):
-            search.tune_settings(load_params(write_params(tmp_path, **changes)), "lenet5")
+            search.tune_settings(load_params(write_params(tmp_path, **changes)).tune, "lenet5")
     values = yaml.safe_load(write_params(tmp_path).read_text())
     del values["tune"]["rungs"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
-    with pytest.raises(ParamsError, match="missing key.* tune.rungs"):
-        search.tune_settings(load_params(tmp_path / "params.yaml"), "lenet5")
+    with pytest.raises(ParamsError, match="missing key 'tune.rungs'"):
+        search.tune_settings(load_params(tmp_path / "params.yaml").tune, "lenet5")
+    with pytest.raises(ParamsError, match="has no tune section"):
+        search.tune_settings(None, "lenet5")
     with pytest.raises(ParamsError, match="no search space tune.resnet"):
-        search.tune_settings(load_params(write_params(tmp_path)), "resnet")
+        search.tune_settings(load_params(write_params(tmp_path)).tune, "resnet")
     with pytest.raises(ParamsError, match="tune.lenet5 searches units, which train.lenet5"):
-        search.untuned_configuration(load_params(write_params(tmp_path)), "lenet5",
+        search.untuned_configuration(load_params(write_params(tmp_path)).train, "lenet5",
                                      {"units": [64]})
     # The stage's command line says it in one line.
     out = tmp_path / "out"
-    with pytest.raises(SystemExit, match=r"^tune: tune.sampler must be one of random, grid"):
+    with pytest.raises(SystemExit, match=r"^tune: params.yaml: tune.sampler must be one of random, grid"):
         tune.main(["--arch", "lenet5", "--params", str(write_params(tmp_path,
                                                                      sampler="annealing")),
                    "--split", str(tmp_path / "split"), "--untuned-model", str(out / "u.keras"),

@@ -19,10 +19,9 @@ from typing import Any
 from handwriting.evaluation import ensemble as ensembles
 from handwriting.evaluation.champion import ENSEMBLE
 from handwriting.evaluation.ensemble import EnsembleError
-from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.models.reference import VARIANTS, ModelRef
 from handwriting.models.registry import FALLBACK_ORDER, in_study_order
-from handwriting.params import ParamsError
+from handwriting.params import Evaluate
 from handwriting.serving.predictor import SERVING_JSON
 
 SERVING_FOLDER = "serving"
@@ -71,18 +70,19 @@ def architectures(models_dir: Path) -> list[str]:
 
 
 def ensemble_choice(tuned: list[ModelChoice], metrics_dir: Path,
-                    evaluate_section: dict[str, Any] | None) -> ModelChoice | str:
+                    settings: Evaluate | None) -> ModelChoice | str:
     """The ensemble the evaluate stage scores (``evaluate.ensemble`` and
     ``evaluate.ensemble_weighting`` of params.yaml, weights from ``metrics_dir/train``) over the
     ``tuned`` models, or the reason it cannot be built (a missing weight is never replaced by
     an equal one: that would be another ensemble)."""
+    if settings is None:
+        return "params.yaml has no evaluate section; copy it from the project's params.yaml"
     try:
-        settings = EvaluateSettings.from_section(evaluate_section)
         kind = settings.ensemble
         weights = ensembles.member_weights(settings.ensemble_weighting,
                                            [choice.name for choice in tuned],
                                            metrics_dir / "train")
-    except (EnsembleError, ParamsError) as error:
+    except EnsembleError as error:
         return str(error)
     origin = "equal" if weights is None else f"val_accuracy from {metrics_dir / 'train'}"
     if kind == "hard":
@@ -95,13 +95,13 @@ def ensemble_choice(tuned: list[ModelChoice], metrics_dir: Path,
 
 
 def find_models(models_dir: Path, metrics_dir: Path,
-                evaluate_section: dict[str, Any] | None) -> list[ModelChoice]:
+                evaluate: Evaluate | None) -> list[ModelChoice]:
     """Every model the app can run: the champion, the ensemble (:func:`ensemble_choice`, when
     it can be built), then each architecture's untuned and tuned model."""
-    return catalog(models_dir, metrics_dir, evaluate_section)[0]
+    return catalog(models_dir, metrics_dir, evaluate)[0]
 
 
-def catalog(models_dir: Path, metrics_dir: Path, evaluate_section: dict[str, Any] | None
+def catalog(models_dir: Path, metrics_dir: Path, evaluate: Evaluate | None
             ) -> tuple[list[ModelChoice], str | None]:
     """:func:`find_models`, and why the ensemble is missing although two or more tuned models
     are there (None when it is offered or cannot be)."""
@@ -120,7 +120,7 @@ def catalog(models_dir: Path, metrics_dir: Path, evaluate_section: dict[str, Any
     tuned = [choice for choice in singles if choice.variant == "tuned"]
     problem = None
     if len(tuned) >= 2:
-        ensemble = ensemble_choice(tuned, metrics_dir, evaluate_section)
+        ensemble = ensemble_choice(tuned, metrics_dir, evaluate)
         if isinstance(ensemble, ModelChoice):
             choices.append(ensemble)
         else:

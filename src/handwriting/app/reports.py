@@ -24,6 +24,7 @@ import numpy as np
 from handwriting import labels
 from handwriting.models.reference import VARIANTS, ModelRef
 from handwriting.models.registry import in_study_order
+from handwriting.params import Evaluate
 
 
 def describe(arch: str) -> str:
@@ -41,15 +42,11 @@ def describe(arch: str) -> str:
     return re.sub(r":\w+:`~?([\w.]+)`", r"`\1`", text).replace("``", "`")
 
 
-def ensemble_description(evaluate_section: dict[str, Any] | None) -> str:
-    """What the evaluated ensemble is, from params.yaml's ``evaluate`` section."""
-    from handwriting.evaluation.settings import EvaluateSettings
-    from handwriting.params import ParamsError
-
-    try:
-        settings = EvaluateSettings.from_section(evaluate_section)
-    except ParamsError as error:
-        return f"The ensemble of the tuned models ({error})."
+def ensemble_description(settings: Evaluate | None) -> str:
+    """What the evaluated ensemble is, from params.yaml's ``evaluate`` section (None: it has
+    none)."""
+    if settings is None:
+        return "The ensemble of the tuned models (params.yaml has no evaluate section)."
     vote = ("Soft vote (the average of their probabilities)" if settings.ensemble == "soft"
             else "Hard vote (the majority of their top letters)")
     weights = ("weighted by their validation accuracy"

@@ -18,6 +18,7 @@ from handwriting.app.config import ENV_PARAMS, AppConfig
 from handwriting.app.features import Explanation, LayerMaps, explanation, feature_maps
 from handwriting.app.inference import InputImage, Outcome, predict, predict_ensemble
 from handwriting.imaging import PreprocessSettings
+from handwriting.params import Evaluate
 from handwriting.serving.predictor import Predictor
 
 REPRO_HINT = "Run `dvc repro` in the repository to build it."
@@ -54,7 +55,7 @@ def preprocess_settings(app: AppConfig) -> tuple[PreprocessSettings | None, str]
 
 
 @st.cache_data(show_spinner=False)
-def _read_evaluate_section(path: str, stamp: int) -> tuple[dict | None, str]:
+def _read_evaluate_section(path: str, stamp: int) -> tuple[Evaluate | None, str]:
     from handwriting.params import ParamsError, load_params
 
     try:
@@ -63,7 +64,7 @@ def _read_evaluate_section(path: str, stamp: int) -> tuple[dict | None, str]:
         return None, f"{path} could not be read ({error})"
 
 
-def evaluate_section(app: AppConfig) -> tuple[dict | None, str]:
+def evaluate_section(app: AppConfig) -> tuple[Evaluate | None, str]:
     """params.yaml's ``evaluate`` section, or None and why it could not be read."""
     if not app.params.is_file():
         return None, (f"{app.params} not found; the ensemble is defined by its evaluate "

@@ -26,12 +26,11 @@ from handwriting.evaluation.metrics import (
     paired_bootstrap_gain,
     per_class_report,
 )
-from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.keras_inference import compiled_predictor
 from handwriting.models.features import features_key, frozen_feature_split
 from handwriting.models.reference import VARIANTS, ModelRef, tuned_names
 from handwriting.models.registry import architectures, has_frozen_base
-from handwriting.params import Params
+from handwriting.params import Evaluate, Params
 
 ROC_GRID = np.linspace(0.0, 1.0, 101)
 CROSSDATA_FIGURES = ("accuracy", "case_insensitive_accuracy", "merged37_accuracy", "f1_macro",
@@ -105,7 +104,7 @@ def choose_champion(params: Params, split_dir: Path, scores: Scores, weights: li
     from handwriting.models.cost import mega_multiply_adds
 
     val = load_arrays(split_dir / "val", "images", "labels")
-    archs = architectures(params)
+    archs = architectures(params.train)
     scores.val = LabelledPredictions(val["labels"], {key: scores.predict(key, val["images"])
                                                      for key in model_names(archs)
                                                      if key in scores.models})
@@ -200,7 +199,7 @@ def score_models(params: Params, models_dir: Path, images: np.ndarray, y_true: n
 
     scores = Scores()
     inputs01 = images.astype(np.float32) / 255.0
-    for arch in architectures(params):
+    for arch in architectures(params.train):
         scores.results[arch] = {}
         for variant in VARIANTS:
             reference = ModelRef(arch, variant)
@@ -231,7 +230,7 @@ def score_ensemble(params: Params, scores: Scores, images: np.ndarray, y_true: n
                    calls: int, kind: str, weights: list[float] | None) -> dict[str, Any]:
     """The ensemble of the tuned models (``kind`` vote) scored like the models; added to
     ``scores`` under its name and returned."""
-    archs = architectures(params)
+    archs = architectures(params.train)
     tuned = tuned_names(archs)
     name = champion_policy.ENSEMBLE
     probabilities = ensembles.vote(kind, [scores.probabilities[k] for k in tuned], weights)
@@ -294,7 +293,7 @@ def write_model_files(scores: Scores, images: np.ndarray, y_true: np.ndarray, *,
               comparison_rows)
 
 
-def score_crossdata(params: Params, scores: Scores, settings: EvaluateSettings,
+def score_crossdata(params: Params, scores: Scores, settings: Evaluate,
                     weights: list[float] | None, decision: dict[str, Any], plots_dir: Path
                     ) -> dict[str, Any]:
     """Every model and the ensemble (of the tuned, ``settings.ensemble`` vote) on every folder
@@ -304,7 +303,7 @@ def score_crossdata(params: Params, scores: Scores, settings: EvaluateSettings,
     from handwriting import tracking
     from handwriting.evaluation.crossdata import read_class_folder
 
-    tuned = tuned_names(architectures(params))
+    tuned = tuned_names(architectures(params.train))
     champion, threshold = decision["champion"], decision["unsure"]["threshold"]
     crossdata: dict[str, Any] = {}
     kind = settings.ensemble
@@ -318,7 +317,7 @@ def score_crossdata(params: Params, scores: Scores, settings: EvaluateSettings,
         print(f"evaluate: cross-dataset {name}: {len(x)} images ({len(skipped)} skipped)",
               flush=True)
         member_probs = {key: scores.predict(key, x)
-                        for key in model_names(architectures(params))}
+                        for key in model_names(architectures(params.train))}
         scores.crossdata[name] = LabelledPredictions(y, dict(member_probs))
         member_probs[champion_policy.ENSEMBLE] = ensembles.vote(
             kind, [member_probs[key] for key in tuned], weights)

@@ -1,7 +1,7 @@
 """The ensemble of the tuned models, in one place: its members' weights, the vote in NumPy and
 the same vote as one Keras model. Used by evaluate (scores it), export (serves it when it is
 the champion) and the app (runs it), so all three mean the same ensemble, as params.yaml's
-``evaluate`` section defines it (:class:`~handwriting.evaluation.settings.EvaluateSettings`):
+``evaluate`` section defines it (:class:`~handwriting.params.Evaluate`):
 
 * ``evaluate.ensemble``: ``soft`` (weighted average of the members' probabilities) or ``hard``
   (majority vote of their top-1 letters).
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from handwriting import labels
-from handwriting.evaluation.settings import KINDS, WEIGHTINGS
+from handwriting.params import ENSEMBLE_KINDS, ENSEMBLE_WEIGHTINGS
 
 
 class EnsembleError(ValueError):
@@ -33,9 +33,9 @@ def member_weights(weighting: str, members: Sequence[str],
                    train_metrics_dir: Path) -> list[float] | None:
     """The vote weights of ``members`` (``<arch>-tuned`` names): their validation accuracy
     (``val_accuracy``), or None for equal weights (``none``)."""
-    if weighting not in WEIGHTINGS:
+    if weighting not in ENSEMBLE_WEIGHTINGS:
         raise EnsembleError(f"ensemble weighting {weighting!r}; choose one of "
-                            f"{', '.join(WEIGHTINGS)}")
+                            f"{', '.join(ENSEMBLE_WEIGHTINGS)}")
     if weighting == "none":
         return None
     weights = []
@@ -80,8 +80,8 @@ def hard_vote(probabilities: list[np.ndarray]) -> np.ndarray:
 def vote(kind: str, probabilities: list[np.ndarray],
          weights: Sequence[float] | None = None) -> np.ndarray:
     """The ensemble's answer: :func:`soft_vote` (with ``weights``) or :func:`hard_vote`."""
-    if kind not in KINDS:
-        raise EnsembleError(f"ensemble kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind not in ENSEMBLE_KINDS:
+        raise EnsembleError(f"ensemble kind {kind!r}; choose one of {', '.join(ENSEMBLE_KINDS)}")
     return soft_vote(probabilities, weights) if kind == "soft" else hard_vote(probabilities)
 
 
@@ -133,7 +133,7 @@ def build_soft_vote_ensemble(members: Sequence, weights: Sequence[float] | None 
 def ensemble_weights(weighting: str, architectures: list[str] | tuple[str, ...],
                      train_metrics_dir: Path) -> list[float] | None:
     """The vote weights of the tuned models of ``architectures``, in that order, by
-    ``weighting`` (:attr:`EvaluateSettings.ensemble_weighting`)."""
+    ``weighting`` (:attr:`handwriting.params.Evaluate.ensemble_weighting`)."""
     from handwriting.models.reference import tuned_names
 
     return member_weights(weighting, tuned_names(architectures), train_metrics_dir)

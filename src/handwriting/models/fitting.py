@@ -32,7 +32,8 @@ LR_SCHEDULES = ("constant", "cosine")
 
 @dataclass(frozen=True)
 class FitSettings:
-    """How one model is trained: ``train.defaults`` merged with ``train.<arch>``.
+    """How one model is trained: ``train.defaults`` merged with ``train.<arch>``
+    (:func:`handwriting.models.training.arch_settings` builds it).
 
     The learning rate warms up linearly from 0 over ``warmup_epochs``, then stays
     (``lr_schedule`` "constant") or decays along a cosine to 0 at the last epoch ("cosine").
@@ -77,20 +78,6 @@ class FitSettings:
             raise fail("augment_on_the_fly", "a number from 0 to 1")
         if self.engine not in ENGINES:
             raise fail("engine", f"one of {', '.join(ENGINES)}")
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any], where: str) -> FitSettings:
-        """Settings from a params mapping; errors name ``where`` (e.g. ``train.lenet5``)."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [name for name in names if name not in values]
-        if missing:
-            raise ParamsError(f"params.yaml: missing key(s) "
-                              f"{', '.join(f'{where}.{k}' for k in missing)}; set them in "
-                              "train.defaults or in the architecture's section")
-        try:
-            return cls(**{name: values[name] for name in names})
-        except ParamsError as error:
-            raise ParamsError(f"params.yaml: {where}.{error}") from None
 
     def replace(self, **changes: Any) -> FitSettings:
         """A copy with ``changes`` (validated again)."""

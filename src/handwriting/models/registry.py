@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from handwriting.params import Params, ParamsError
+from handwriting.params import ParamsError, Train
 
 FAMILIES = ("cnn", "recurrent", "cnn+recurrent")
 
@@ -72,22 +72,16 @@ def in_study_order(architectures) -> list[str]:
     return seed + sorted(found - set(seed))
 
 
-def architectures(params: Params) -> list[str]:
+def architectures(train: Train | None) -> list[str]:
     """The names in ``train.architectures`` (the models the pipeline trains, in order), each
-    checked against the registry: a ParamsError names an unknown or repeated one."""
-    train = params.train or {}
-    names = train.get("architectures")
-    if not isinstance(names, list) or not names \
-            or not all(isinstance(name, str) for name in names):
-        raise ParamsError("params.yaml: train.architectures must be a non-empty list of "
-                          f"architecture names, got {names!r}; known: {', '.join(REGISTRY)}")
-    unknown = [name for name in names if name not in REGISTRY]
+    checked against the registry: a ParamsError names an unknown one (the typed ``train``
+    section has checked that the list is not empty and names none twice)."""
+    if train is None:
+        raise ParamsError("params.yaml has no train section; copy it from the project's "
+                          "params.yaml")
+    unknown = [name for name in train.architectures if name not in REGISTRY]
     if unknown:
         raise ParamsError(f"params.yaml: train.architectures names {', '.join(unknown)}, which "
                           f"the registry does not know; known: {', '.join(REGISTRY)} (a new "
                           "one needs a builder and an entry in handwriting.models.registry)")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ParamsError(f"params.yaml: train.architectures lists {', '.join(repeated)} "
-                          "more than once")
-    return list(names)
+    return list(train.architectures)

@@ -26,27 +26,24 @@ from handwriting.models.fitting import (
 )
 from handwriting.models.history import mlflow_epoch_logger, summarise, write_history
 from handwriting.models.reference import ModelRef
-from handwriting.params import Params, ParamsError
-
-# Keys of train.<architecture> that are not architectures.
-NOT_ARCHITECTURES = ("architectures", "defaults")
+from handwriting.params import Params, ParamsError, Train, build_section
 
 
-def arch_settings(params: Params, arch: str) -> tuple[FitSettings, dict[str, Any]]:
+def arch_settings(train: Train | None, arch: str) -> tuple[FitSettings, dict[str, Any]]:
     """(fit settings, builder hyperparameters) of ``arch``: the fit keys (:data:`FIT_KEYS`)
     of ``train.defaults`` overridden by ``train.<arch>``; every other key of ``train.<arch>``
     goes to the model builder."""
-    train = params.train or {}
-    if arch not in train or arch in NOT_ARCHITECTURES:
+    section = None if train is None else train.sections.get(arch)
+    if train is None or not isinstance(section, dict):
         raise ParamsError(f"params.yaml has no train.{arch} section; add one (see the other "
                           f"architectures) or remove {arch} from train.architectures")
-    defaults = train.get("defaults") or {}
-    if not isinstance(defaults, dict) or set(defaults) - set(FIT_KEYS):
+    if set(train.defaults) - set(FIT_KEYS):
         raise ParamsError("params.yaml: train.defaults may only hold fit settings "
-                          f"({', '.join(FIT_KEYS)}); got {defaults!r}")
-    settings = dict(train[arch])
-    fit = {**defaults, **{key: settings.pop(key) for key in FIT_KEYS if key in settings}}
-    return FitSettings.from_mapping(fit, f"train.{arch}"), settings
+                          f"({', '.join(FIT_KEYS)}); got {train.defaults!r}")
+    settings = dict(section)
+    fit = {**train.defaults, **{key: settings.pop(key) for key in FIT_KEYS if key in settings}}
+    return build_section(FitSettings, fit, f"train.{arch}", missing_hint=(
+        "; set it in train.defaults or in the architecture's section")), settings
 
 
 def variant_ranges(params: Params, fit: FitSettings) -> AugmentSettings | None:

@@ -20,7 +20,6 @@ from pathlib import Path
 from handwriting import tracking
 from handwriting.datasets import write_json
 from handwriting.evaluation.crossdata import fingerprint
-from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.params import ParamsError, load_params
 
 
@@ -28,7 +27,8 @@ def run(params_path: Path, out_path: Path) -> dict[str, dict]:
     """Fingerprint every folder of ``evaluate.crossdata`` (relative ones from the user's
     repository, as evaluate reads them) into ``out_path``; returns what it wrote."""
     params = load_params(params_path)
-    folders = EvaluateSettings.from_section(params.evaluate).crossdata
+    params.require("evaluate")
+    folders = params.evaluate.crossdata
     written = {folder: fingerprint(tracking.resolve(folder)) for folder in folders}
     write_json(out_path, written)
     for folder, entry in written.items():

@@ -38,7 +38,6 @@ from handwriting.evaluation import champion as champion_policy
 from handwriting.evaluation import comparison, report
 from handwriting.evaluation import ensemble as ensembles
 from handwriting.evaluation.ensemble import EnsembleError
-from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.models.reference import ModelRef
 from handwriting.models.registry import architectures
 from handwriting.params import Params, ParamsError, load_params
@@ -50,8 +49,9 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
         metrics_path: Path, crossdata_path: Path, report_path: Path, per_class_dir: Path,
         confused_path: Path, plots_dir: Path, champion_path: Path) -> dict[str, Any]:
     """Evaluate every model and the ensemble; write every output; returns evaluate.json."""
-    settings = EvaluateSettings.from_section(params.evaluate)
-    archs = architectures(params)
+    params.require("train", "evaluate", "export")
+    settings = params.evaluate
+    archs = architectures(params.train)
     calls = settings.latency_calls
     test = load_arrays(split_dir / "test", "images", "labels")
     images, y_true = test["images"], test["labels"]

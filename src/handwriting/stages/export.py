@@ -35,7 +35,6 @@ import numpy as np
 from handwriting.datasets import load_arrays, write_json
 from handwriting.evaluation.champion import ENSEMBLE
 from handwriting.evaluation.ensemble import EnsembleError
-from handwriting.evaluation.settings import EvaluateSettings
 from handwriting.models.reference import ModelRef, tuned_names
 from handwriting.models.registry import architectures
 from handwriting.params import Params, ParamsError, load_params
@@ -43,25 +42,34 @@ from handwriting.params import Params, ParamsError, load_params
 CALIBRATION_IMAGES = 512
 
 
+class DecisionError(ValueError):
+    """The champion decision (metrics/champion.json) is missing, malformed, or names models
+    that this params.yaml does not train."""
+
+
+class MissingModelError(FileNotFoundError):
+    """A tuned model that the export needs is not on disk."""
+
+
 def read_decision(path: Path, params: Params) -> dict[str, Any]:
     """The champion decision evaluate wrote (metrics/champion.json), checked against the
     models this pipeline exports."""
     if not path.is_file():
-        raise SystemExit(f"export: {path} is missing; run `dvc repro evaluate` (it names the "
-                         "champion)")
+        raise DecisionError(f"{path} is missing; run `dvc repro evaluate` (it names the "
+                            "champion)")
     try:
         decision = json.loads(path.read_text(encoding="utf-8"))
         candidates, champion = decision["candidates"], decision["champion"]
         threshold = float(decision["unsure"]["threshold"])
     except (ValueError, KeyError, TypeError) as error:
-        raise SystemExit(f"export: {path} is not a champion decision ({error}); run `dvc repro "
-                         "-f evaluate` to write it again") from None
-    expected = set(tuned_names(architectures(params)))
+        raise DecisionError(f"{path} is not a champion decision ({error}); run `dvc repro "
+                            "-f evaluate` to write it again") from None
+    expected = set(tuned_names(architectures(params.train)))
     if champion not in candidates or not set(candidates) - {ENSEMBLE} <= expected \
             or not 0.0 <= threshold <= 1.0:
-        raise SystemExit(f"export: {path} names models ({', '.join(sorted(candidates))}) "
-                         "that this params.yaml does not train, or a bad threshold; run `dvc "
-                         "repro evaluate`")
+        raise DecisionError(f"{path} names models ({', '.join(sorted(candidates))}) "
+                            "that this params.yaml does not train, or a bad threshold; run `dvc "
+                            "repro evaluate`")
     return decision
 
 
@@ -76,10 +84,9 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     from handwriting.serving import figures as measure
     from handwriting.serving.predictor import KERAS_FILE, write_serving_dir
 
-    if params.export is None:
-        raise SystemExit("export: params.yaml has no 'export' section; see the README")
+    params.require("train", "evaluate", "export")
     decision = read_decision(champion_path, params)
-    archs = architectures(params)
+    archs = architectures(params.train)
     val = load_arrays(split_dir / "val", "images", "labels")
     test = load_arrays(split_dir / "test", "images", "labels")
     test_inputs = test["images"].astype(np.float32) / 255.0
@@ -90,15 +97,15 @@ def run(params: Params, split_dir: Path, models_dir: Path, train_metrics_dir: Pa
     for reference in map(ModelRef.tuned, archs):
         key, path = str(reference), reference.path(models_dir)
         if not path.is_file():
-            raise SystemExit(f"export: {path} is missing; run `dvc repro` to tune "
-                             f"{reference.arch}")
+            raise MissingModelError(f"{path} is missing; run `dvc repro` to tune "
+                                    f"{reference.arch}")
         models[key] = keras.saving.load_model(path, compile=False)
         exports[key] = measure.export_and_check(models[key], key, onnx_dir, test_inputs)
         latencies[key] = measure.export_latency_ms(onnx_dir / f"{key}.onnx",
                                                    params.preprocessing, files)
     weights = None
     if ENSEMBLE in decision["candidates"]:
-        weighting = EvaluateSettings.from_section(params.evaluate).ensemble_weighting
+        weighting = params.evaluate.ensemble_weighting
         weights = ensemble_weights(weighting, archs, train_metrics_dir)
         models[ENSEMBLE] = build_soft_vote_ensemble([models[k] for k in tuned_names(archs)],
                                                     weights)
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(load_params(args.params), args.split, args.models, args.train_metrics, args.champion,
             args.serving, args.onnx, args.metrics, register=not args.no_register)
-    except (EnsembleError, ParamsError) as error:
+    except (EnsembleError, ParamsError, DecisionError, MissingModelError) as error:
         raise SystemExit(f"export: {error}") from None
     return 0
 

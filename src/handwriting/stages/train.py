@@ -22,7 +22,7 @@ def run(arch: str, params_path: Path, split_dir: Path, model_path: Path, history
         metrics_path: Path) -> dict[str, Any]:
     """Train ``arch`` untuned and write its model, history and summary; returns the summary."""
     params = load_params(params_path)
-    fit_settings, hparams = arch_settings(params, arch)
+    fit_settings, hparams = arch_settings(params.train, arch)
     return tracked_training(arch=arch, variant="untuned", params=params,
                             fit_settings=fit_settings, hparams=hparams, split_dir=split_dir,
                             model_path=model_path, history_path=history_path,

@@ -90,8 +90,8 @@ def run(arch: str, params_path: Path, split_dir: Path, untuned_model: Path,
         rungs_path: Path) -> dict[str, Any]:
     """Search, then write the winner as the tuned model; returns its summary."""
     params = load_params(params_path)
-    tune_settings(params, arch)  # bad settings are named before anything runs
-    use_engine(arch_settings(params, arch)[0].engine)  # before Keras is first imported
+    tune_settings(params.tune, arch)  # bad settings are named before anything runs
+    use_engine(arch_settings(params.train, arch)[0].engine)  # before Keras is first imported
     import keras
 
     for path in (untuned_model, untuned_history, untuned_metrics):
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.storage:
                 parser.error("--worker needs --storage (the URL in tune.storage)")
             params = load_params(args.params)
-            use_engine(arch_settings(params, args.arch)[0].engine)  # before TensorFlow: it
+            use_engine(arch_settings(params.train, args.arch)[0].engine)  # before TensorFlow: it
             if args.threads:                                        # imports Keras
                 import tensorflow as tf
 

@@ -44,12 +44,9 @@ from typing import Any
 from handwriting.models.engine import use_engine
 from handwriting.models.search.schedule import UNTUNED, Rung, promoted, rung_schedule
 from handwriting.models.search.settings import (
-    SAMPLERS,
-    SEARCH_SETTINGS,
     TPE_STARTUP,
     SearchError,
     Space,
-    TuneSettings,
     fingerprint,
     first_configurations,
     in_space,
@@ -78,11 +75,11 @@ from handwriting.models.search.trials import (
 )
 from handwriting.models.search.workers import run_rung, work, worker_command
 from handwriting.models.training import arch_settings
-from handwriting.params import Params
+from handwriting.params import SEARCH_SETTINGS, Params
 
 __all__ = [
-    "SAMPLERS", "SEARCH_SETTINGS", "TPE_STARTUP", "UNTUNED", "Rung", "SearchError",
-    "SearchResult", "Space", "TrialContext", "TuneSettings", "best_epoch", "chosen_settings",
+    "TPE_STARTUP", "UNTUNED", "Rung", "SearchError",
+    "SearchResult", "Space", "TrialContext", "best_epoch", "chosen_settings",
     "first_configurations", "in_space", "open_storage", "promoted", "rung_schedule", "search",
     "subsample", "suggest", "train_at_rung", "tune_settings", "untuned_configuration",
     "untuned_in_space", "whole_batches", "work", "worker_command",
@@ -113,18 +110,18 @@ def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: 
     top-rung trials leave their weights and history in ``scratch``. Worker processes (when
     ``tune.workers`` > 1) read ``params_path``. Raises :class:`SearchError` when every trial of
     a rung failed."""
-    use_engine(arch_settings(params, arch)[0].engine)  # before Keras is first imported
+    use_engine(arch_settings(params.train, arch)[0].engine)  # before Keras is first imported
     import mlflow
     import optuna
 
     from handwriting import tracking
 
-    settings, space = tune_settings(params, arch)
+    settings, space = tune_settings(params.tune, arch)
     context = TrialContext.load(arch, params, split_dir)
     context.scratch = scratch
     seed = params.base.seed
-    untuned = untuned_configuration(params, arch, space)
-    schedule = rung_schedule(settings, arch_settings(params, arch)[0].epochs)
+    untuned = untuned_configuration(params.train, arch, space)
+    schedule = rung_schedule(settings, arch_settings(params.train, arch)[0].epochs)
     key = fingerprint(settings, space, params, arch, [*context.train, *context.val])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tracking.configure()
@@ -136,7 +133,7 @@ def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: 
         mlflow.set_tags({**tracking.run_tags(stage=f"tune@{arch}", architecture=arch,
                                              variant="search", pretrained=False),
                          "sampler": settings.sampler})
-        mlflow.log_params({**{f"tune.{k}": v for k, v in vars(settings).items()},
+        mlflow.log_params({**{f"tune.{k}": getattr(settings, k) for k in SEARCH_SETTINGS},
                            "tune.space": json.dumps(space, sort_keys=True),
                            "tune.schedule": json.dumps([vars(r) for r in schedule])})
         storage = open_storage(url)

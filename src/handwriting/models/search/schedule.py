@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from handwriting.models.search.settings import TuneSettings
+from handwriting.params import Tune
 
 UNTUNED = 0  # the configuration id of the untuned settings
 
@@ -21,7 +21,7 @@ class Rung:
     top: bool
 
 
-def rung_schedule(settings: TuneSettings, epochs: int) -> list[Rung]:
+def rung_schedule(settings: Tune, epochs: int) -> list[Rung]:
     """The budgets, lowest first: rung ``r`` trains on a share ``s = reduction ** -(rungs-1-r)``
     of the data for ``sqrt(s)`` of ``epochs`` (at least 1); the top rung is all the data,
     ``epochs``. Shrinking the data and the epochs alike keeps enough steps at a small budget

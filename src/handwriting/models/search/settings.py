@@ -3,82 +3,36 @@ samplers that draw from it, and the lowest rung's configurations."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from handwriting.models.training import arch_settings
-from handwriting.params import Params, ParamsError
+from handwriting.params import SEARCH_SETTINGS, Params, ParamsError, Train, Tune
 
 
 class SearchError(RuntimeError):
     """The search found nothing: every trial failed."""
 
 
-SAMPLERS = ("random", "grid", "tpe")
-
-
-@dataclass(frozen=True)
-class TuneSettings:
-    """The ``tune`` params: the sampler, the rung schedule and where the trials are kept."""
-
-    sampler: str
-    n_trials: int
-    reduction: int
-    rungs: int
-    patience: int
-    storage: str | None
-    workers: int
-
-    def __post_init__(self) -> None:
-        def fail(key: str, expected: str) -> ParamsError:
-            return ParamsError(f"tune.{key} must be {expected}, got {getattr(self, key)!r}")
-
-        if self.sampler not in SAMPLERS:
-            raise fail("sampler", f"one of {', '.join(SAMPLERS)}")
-        for key, least in (("n_trials", 1), ("reduction", 2), ("rungs", 1), ("patience", 1),
-                           ("workers", 1)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise fail(key, f"a whole number, {least} or more")
-        if self.storage is not None and (not isinstance(self.storage, str)
-                                         or "://" not in self.storage):
-            raise fail("storage", "null (in memory) or an Optuna RDB URL such as "
-                                  "postgresql://user:password@host/db or sqlite:///tune.db")
-
-    @classmethod
-    def from_params(cls, params: Params) -> TuneSettings:
-        """The settings of ``params.tune``; a missing key is named with its section."""
-        tune = params.tune or {}
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [name for name in names if name not in tune]
-        if missing:
-            raise ParamsError(f"missing key(s) {', '.join('tune.' + k for k in missing)} "
-                              "in params.yaml")
-        return cls(**{name: tune[name] for name in names})
-
-
-SEARCH_SETTINGS = tuple(f.name for f in dataclasses.fields(TuneSettings))
-
-
 Space = dict[str, Any]  # per key: a list of choices, or a range {low, high, log, step}
 RANGE_KEYS = {"low", "high", "log", "step"}
 
 
-def tune_settings(params: Params, arch: str) -> tuple[TuneSettings, Space]:
+def tune_settings(tune: Tune | None, arch: str) -> tuple[Tune, Space]:
     """(search settings, search space of ``arch``) from the ``tune`` params.
 
     A key of the space is a list of choices, or a range ``{low: 0.0003, high: 0.01, log:
     true}`` (``log``: drawn on a log scale; ``step``: only multiples of it above ``low``;
     whole numbers for ``low``, ``high`` and ``step`` draw whole numbers). The grid sampler
     needs lists."""
-    settings = TuneSettings.from_params(params)
-    space = (params.tune or {}).get(arch)
+    if tune is None:
+        raise ParamsError("params.yaml has no tune section; copy it from the project's "
+                          "params.yaml")
+    settings, space = tune, tune.spaces.get(arch)
     if not isinstance(space, dict) or not space:
         raise ParamsError(f"params.yaml has no search space tune.{arch}; add one, e.g. "
                           "{learning_rate: {low: 0.0003, high: 0.01, log: true}, "
@@ -139,9 +93,9 @@ def in_space(value: Any, spec: Any) -> bool:
 
 
 
-def untuned_configuration(params: Params, arch: str, space: Space) -> dict[str, Any]:
+def untuned_configuration(train: Train, arch: str, space: Space) -> dict[str, Any]:
     """The untuned settings of ``arch`` for the keys of its search space."""
-    fit, hparams = arch_settings(params, arch)
+    fit, hparams = arch_settings(train, arch)
     untuned = {**vars(fit), **hparams}
     missing = [key for key in space if key not in untuned]
     if missing:
@@ -150,7 +104,7 @@ def untuned_configuration(params: Params, arch: str, space: Space) -> dict[str, 
     return {key: untuned[key] for key in space}
 
 
-def first_configurations(settings: TuneSettings, space: Space,
+def first_configurations(settings: Tune, space: Space,
                          untuned: dict[str, Any], seed: int) -> list[dict[str, Any] | None]:
     """The lowest rung's configurations: the untuned one, then ``n_trials - 1`` drawn by the
     seeded sampler (random: distinct when the space allows; grid: distinct grid points in
@@ -188,13 +142,14 @@ def untuned_in_space(untuned: dict[str, Any], space: Space) -> bool:
     return all(in_space(untuned[key], spec) for key, spec in space.items())
 
 
-def fingerprint(settings: TuneSettings, space: Space, params: Params, arch: str,
+def fingerprint(settings: Tune, space: Space, params: Params, arch: str,
                 arrays: list[np.ndarray]) -> str:
     """A short hash of everything a trial's result depends on: a study kept in a persistent
     storage is only reused for the same settings, space, recipe and data."""
-    fit, hparams = arch_settings(params, arch)
+    fit, hparams = arch_settings(params.train, arch)
+    search = {key: getattr(settings, key) for key in SEARCH_SETTINGS}
     digest = hashlib.sha256(json.dumps(
-        [vars(settings) | {"storage": None, "workers": None}, space, vars(fit), hparams,
+        [search | {"storage": None, "workers": None}, space, vars(fit), hparams,
          params.base.seed, params.base.image_size, params.base.deterministic,
          (params.augment or {}) if fit.augment_on_the_fly else None],
         sort_keys=True, default=str).encode())

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from handwriting.models.search.schedule import Rung
-from handwriting.models.search.settings import SearchError, Space, TuneSettings, in_space
+from handwriting.models.search.settings import SearchError, Space, in_space
+from handwriting.params import Tune
 
 HEARTBEAT_SECONDS = 5  # a worker's trial beats this often; 3 missed beats mark it failed
 
@@ -112,7 +113,7 @@ def pending(study) -> tuple[int, int]:
 
 
 @contextmanager
-def search_storage(settings: TuneSettings) -> Iterator[str | None]:
+def search_storage(settings: Tune) -> Iterator[str | None]:
     """The storage URL of one search: ``tune.storage``, else a temporary SQLite file when
     several workers share it (removed afterwards), else ``None`` (in memory)."""
     if settings.storage is not None or settings.workers == 1:

@@ -25,10 +25,10 @@ from handwriting.models.fitting import (
 )
 from handwriting.models.history import mlflow_epoch_logger
 from handwriting.models.search.schedule import Rung
-from handwriting.models.search.settings import Space, TuneSettings, in_space, suggest, tune_settings
+from handwriting.models.search.settings import Space, in_space, suggest, tune_settings
 from handwriting.models.search.studies import pending
 from handwriting.models.training import arch_settings, variant_ranges
-from handwriting.params import Params
+from handwriting.params import Params, Tune
 
 
 @dataclass
@@ -37,7 +37,7 @@ class TrialContext:
 
     arch: str
     params: Params
-    settings: TuneSettings
+    settings: Tune
     space: Space
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
@@ -47,7 +47,7 @@ class TrialContext:
     @classmethod
     def load(cls, arch: str, params: Params, split_dir: Path) -> TrialContext:
         """The context of ``arch``'s search on the split in ``split_dir``."""
-        settings, space = tune_settings(params, arch)
+        settings, space = tune_settings(params.tune, arch)
         return cls(arch, params, settings, space, load_subset(split_dir, "train"),
                    load_subset(split_dir, "val"))
 
@@ -56,7 +56,7 @@ def chosen_settings(params: Params, arch: str, config: dict[str, Any],
                     epochs: int | None = None) -> tuple[FitSettings, dict[str, Any]]:
     """The untuned settings of ``arch`` with ``config`` applied: its fit keys to the fit
     settings, the others to the builder's hyperparameters."""
-    fit, hparams = arch_settings(params, arch)
+    fit, hparams = arch_settings(params.train, arch)
     fit = fit.replace(**{k: v for k, v in config.items() if k in FIT_KEYS},
                       **({"epochs": epochs} if epochs is not None else {}))
     return fit, {**hparams, **{k: v for k, v in config.items() if k not in FIT_KEYS}}

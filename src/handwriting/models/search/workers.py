@@ -31,13 +31,13 @@ def work(arch: str, params: Params, split_dir: Path, storage_url: str, *,
          follow: bool = False, poll_seconds: float = 2.0) -> int:
     """A worker: run the waiting trials of ``arch``'s lower rungs in ``storage_url`` until none
     is left (with ``follow``, until the search is finished). Returns the trials it ran."""
-    use_engine(arch_settings(params, arch)[0].engine)  # before Keras is first imported
+    use_engine(arch_settings(params.train, arch)[0].engine)  # before Keras is first imported
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url)
     context = TrialContext.load(arch, params, split_dir)
-    settings, space = tune_settings(params, arch)
+    settings, space = tune_settings(params.tune, arch)
     key = fingerprint(settings, space, params, arch, [*context.train, *context.val])
     ran = 0
     while True:
