@@ -215,6 +215,7 @@ def test_evaluate_writes_every_output(tiny_project):
         assert (root / "plots" / name).stat().st_size > 0, name
 
 
+@pytest.mark.slow
 def test_evaluate_runs_and_says_so_without_external_datasets(tiny_project, capsys):
     root = tiny_project
     values = yaml.safe_load((root / "params.yaml").read_text())

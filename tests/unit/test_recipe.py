@@ -168,6 +168,7 @@ def test_the_same_seed_gives_the_same_batches_and_every_epoch_new_ones():
     assert len({batch.tobytes() for batch in first}) == 9
 
 
+@pytest.mark.slow
 def test_on_the_fly_training_runs_the_planned_steps():
     from handwriting.models.zoo import build
 

@@ -135,6 +135,7 @@ def test_onnx_export_agrees_with_keras(arch, tmp_path):
     assert agreement(other, path, images)["max_abs_diff"] > 1e-4
 
 
+@pytest.mark.slow
 def test_onnx_exports_of_one_model_are_byte_identical(tmp_path, monkeypatch):
     """tf2onnx numbers the names it makes with a counter that runs on through a process, and
     orders nodes, constants and a GRU loop's outputs by those names (``Max__100`` sorts before

@@ -39,6 +39,7 @@ def params_file(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_one_epoch_is_tracked_with_params_metrics_tags_and_artifacts(
         tmp_path, tiny_split, params_file, mlflow_store):
     from mlflow import MlflowClient
@@ -102,6 +103,7 @@ def test_the_data_version_is_the_split_hash_dvc_recorded(tmp_path):
     assert tracking.data_version(lock) == "unknown"
 
 
+@pytest.mark.slow
 def test_same_params_same_metrics(tmp_path, tiny_split, params_file, mlflow_store):
     results = []
     for attempt in range(2):

@@ -113,7 +113,8 @@ def test_rescnn_is_residual_and_pools_globally():
     assert model.get_layer("block3_out").output.shape[1:] == (8, 8, 32)
 
 
-@pytest.mark.parametrize("arch", ["lenet5", "gru", "rescnn"])
+@pytest.mark.parametrize("arch", ["lenet5", "gru",
+                                  pytest.param("rescnn", marks=pytest.mark.slow)])
 def test_one_training_step(arch):
     model = make(arch, 32)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
