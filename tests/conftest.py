@@ -33,11 +33,13 @@ def fit_settings(**changes):
 def variant_ranges(**changes):
     """The repository's augment ranges (params.yaml's ``augment`` and the preprocessing's
     margin), with ``changes``."""
-    from handwriting.augmentation import AugmentSettings
+    import dataclasses
 
-    values = repo_params()
-    return AugmentSettings(**{**values["augment"], "margin": values["preprocess"]["margin"],
-                              **changes})
+    from handwriting.augmentation import AugmentSettings
+    from handwriting.params import load_params
+
+    ranges = AugmentSettings.from_params(load_params(REPO / "params.yaml"))
+    return dataclasses.replace(ranges, **changes)
 
 
 def repo_params() -> dict:

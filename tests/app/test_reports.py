@@ -19,7 +19,7 @@ from handwriting.app.reports import (
     read_confusion,
     read_history,
 )
-from tests.conftest import repo_params
+from tests.conftest import REPO
 
 
 def test_the_confusion_matrix_counts_every_row(tmp_path):
@@ -97,11 +97,14 @@ def test_the_ensemble_is_described_as_params_yaml_defines_it():
     assert hard.startswith("Hard vote") and "equal weights" in hard
     assert "has no evaluate section" in ensemble_description(None)
 
+
 def evaluate_section(**changes):
     """The project's typed ``evaluate`` section with ``changes``."""
-    from handwriting.params import Evaluate, build_section
+    import dataclasses
 
-    return build_section(Evaluate, {**repo_params()["evaluate"], **changes}, "evaluate")
+    from handwriting.params import load_params
+
+    return dataclasses.replace(load_params(REPO / "params.yaml").evaluate, **changes)
 
 
 def test_the_champion_report_reads_both_files_and_names_broken_ones(tmp_path):
