@@ -138,18 +138,15 @@ class Tune:
     spaces: dict = field(default_factory=dict, metadata={"rest": True})
 
     def __post_init__(self) -> None:
-        def fail(key: str, expected: str) -> ParamsError:
-            return ParamsError(f"{key} must be {expected}, got {getattr(self, key)!r}")
-
         if self.sampler not in SAMPLERS:
-            raise fail("sampler", f"one of {', '.join(SAMPLERS)}")
+            raise invalid(self, "sampler", f"one of {', '.join(SAMPLERS)}")
         for key, least in (("n_trials", 1), ("reduction", 2), ("rungs", 1), ("patience", 1),
                            ("workers", 1)):
             if not _whole(getattr(self, key), least):
-                raise fail(key, f"a whole number, {least} or more")
+                raise invalid(self, key, f"a whole number, {least} or more")
         if self.storage is not None and (not isinstance(self.storage, str)
                                          or "://" not in self.storage):
-            raise fail("storage", "null (in memory) or an Optuna RDB URL such as "
+            raise invalid(self, "storage", "null (in memory) or an Optuna RDB URL such as "
                                   "postgresql://user:password@host/db or sqlite:///tune.db")
 
 
@@ -170,18 +167,15 @@ class Evaluate:
     crossdata: list[str]
 
     def __post_init__(self) -> None:
-        def fail(key: str, expected: str) -> ParamsError:
-            return ParamsError(f"{key} must be {expected}, got {getattr(self, key)!r}")
-
         if self.ensemble not in ENSEMBLE_KINDS:
-            raise fail("ensemble", f"one of {', '.join(ENSEMBLE_KINDS)}")
+            raise invalid(self, "ensemble", f"one of {', '.join(ENSEMBLE_KINDS)}")
         if self.ensemble_weighting not in ENSEMBLE_WEIGHTINGS:
-            raise fail("ensemble_weighting", f"one of {', '.join(ENSEMBLE_WEIGHTINGS)}")
+            raise invalid(self, "ensemble_weighting", f"one of {', '.join(ENSEMBLE_WEIGHTINGS)}")
         for key in ("latency_calls", "explain_samples"):
             if not _whole(getattr(self, key), 1):
-                raise fail(key, "a whole number, 1 or more")
+                raise invalid(self, key, "a whole number, 1 or more")
         if not all(self.crossdata):
-            raise fail("crossdata", "a list of folder paths")
+            raise invalid(self, "crossdata", "a list of folder paths")
 
 
 @dataclass(frozen=True)
@@ -231,8 +225,19 @@ class Params:
         lets a section no stage of the caller needs be absent)."""
         missing = [name for name in sections if getattr(self, name) is None]
         if missing:
-            raise ParamsError(f"params.yaml has no {' or '.join(missing)} section; copy it "
-                              "from the project's params.yaml")
+            raise missing_section(*missing)
+
+
+def missing_section(*names: str) -> ParamsError:
+    """The error for sections ``names`` absent from params.yaml, with the fix."""
+    return ParamsError(f"params.yaml has no {' or '.join(names)} section; copy it from the "
+                       "project's params.yaml")
+
+
+def invalid(record: Any, key: str, expected: str) -> ParamsError:
+    """The error of a record's own check: its field ``key`` is not ``expected``
+    (:func:`build_section` prefixes where in params.yaml the record is)."""
+    return ParamsError(f"{key} must be {expected}, got {getattr(record, key)!r}")
 
 
 def build_section(cls: type, values: Any, where: str, missing_hint: str = "") -> Any:

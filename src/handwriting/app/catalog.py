@@ -21,7 +21,7 @@ from handwriting.evaluation.champion import ENSEMBLE
 from handwriting.evaluation.ensemble import EnsembleError
 from handwriting.models.reference import VARIANTS, ModelRef
 from handwriting.models.registry import FALLBACK_ORDER, in_study_order
-from handwriting.params import Evaluate
+from handwriting.params import Evaluate, missing_section
 from handwriting.serving.predictor import SERVING_JSON
 
 SERVING_FOLDER = "serving"
@@ -76,7 +76,7 @@ def ensemble_choice(tuned: list[ModelChoice], metrics_dir: Path,
     ``tuned`` models, or the reason it cannot be built (a missing weight is never replaced by
     an equal one: that would be another ensemble)."""
     if settings is None:
-        return "params.yaml has no evaluate section; copy it from the project's params.yaml"
+        return str(missing_section("evaluate"))
     try:
         kind = settings.ensemble
         weights = ensembles.member_weights(settings.ensemble_weighting,

@@ -24,7 +24,7 @@ from handwriting import labels
 from handwriting.augmentation import AugmentSettings, augment_uint8, one_opencv_thread
 from handwriting.models.engine import ENGINES, use_engine
 from handwriting.models.features import FeatureCache, frozen_feature_split
-from handwriting.params import ParamsError
+from handwriting.params import ParamsError, invalid
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
@@ -56,28 +56,25 @@ class FitSettings:
     engine: str
 
     def __post_init__(self) -> None:
-        def fail(key: str, expected: str) -> ParamsError:
-            return ParamsError(f"{key} must be {expected}, got {getattr(self, key)!r}")
-
         for key in ("epochs", "batch_size", "warmup_epochs", "fine_tune_blocks",
                     "fine_tune_epochs"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise fail(key, "a whole number, 0 or more")
+                raise invalid(self, key, "a whole number, 0 or more")
         if self.epochs < 1 or self.batch_size < 1:
-            raise fail("epochs" if self.epochs < 1 else "batch_size", "at least 1")
+            raise invalid(self, "epochs" if self.epochs < 1 else "batch_size", "at least 1")
         if not _is_number(self.learning_rate) or not self.learning_rate > 0:
-            raise fail("learning_rate", "a number above 0")
+            raise invalid(self, "learning_rate", "a number above 0")
         if self.optimizer not in OPTIMIZERS:
-            raise fail("optimizer", f"one of {', '.join(OPTIMIZERS)}")
+            raise invalid(self, "optimizer", f"one of {', '.join(OPTIMIZERS)}")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise fail("lr_schedule", f"one of {', '.join(LR_SCHEDULES)}")
+            raise invalid(self, "lr_schedule", f"one of {', '.join(LR_SCHEDULES)}")
         if not _is_number(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
-            raise fail("label_smoothing", "a number from 0 up to (not including) 1")
+            raise invalid(self, "label_smoothing", "a number from 0 up to (not including) 1")
         if not _is_number(self.augment_on_the_fly) or not 0 <= self.augment_on_the_fly <= 1:
-            raise fail("augment_on_the_fly", "a number from 0 to 1")
+            raise invalid(self, "augment_on_the_fly", "a number from 0 to 1")
         if self.engine not in ENGINES:
-            raise fail("engine", f"one of {', '.join(ENGINES)}")
+            raise invalid(self, "engine", f"one of {', '.join(ENGINES)}")
 
     def replace(self, **changes: Any) -> FitSettings:
         """A copy with ``changes`` (validated again)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from handwriting.params import ParamsError, Train
+from handwriting.params import ParamsError, Train, missing_section
 
 FAMILIES = ("cnn", "recurrent", "cnn+recurrent")
 
@@ -77,8 +77,7 @@ def architectures(train: Train | None) -> list[str]:
     checked against the registry: a ParamsError names an unknown one (the typed ``train``
     section has checked that the list is not empty and names none twice)."""
     if train is None:
-        raise ParamsError("params.yaml has no train section; copy it from the project's "
-                          "params.yaml")
+        raise missing_section("train")
     unknown = [name for name in train.architectures if name not in REGISTRY]
     if unknown:
         raise ParamsError(f"params.yaml: train.architectures names {', '.join(unknown)}, which "

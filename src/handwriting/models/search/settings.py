@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from handwriting.models.training import arch_settings
-from handwriting.params import SEARCH_SETTINGS, Params, ParamsError, Train, Tune
+from handwriting.params import SEARCH_SETTINGS, Params, ParamsError, Train, Tune, missing_section
 
 
 class SearchError(RuntimeError):
@@ -30,8 +30,7 @@ def tune_settings(tune: Tune | None, arch: str) -> tuple[Tune, Space]:
     whole numbers for ``low``, ``high`` and ``step`` draw whole numbers). The grid sampler
     needs lists."""
     if tune is None:
-        raise ParamsError("params.yaml has no tune section; copy it from the project's "
-                          "params.yaml")
+        raise missing_section("tune")
     settings, space = tune, tune.spaces.get(arch)
     if not isinstance(space, dict) or not space:
         raise ParamsError(f"params.yaml has no search space tune.{arch}; add one, e.g. "

@@ -37,7 +37,6 @@ class TrialContext:
 
     arch: str
     params: Params
-    settings: Tune
     space: Space
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
@@ -47,9 +46,14 @@ class TrialContext:
     @classmethod
     def load(cls, arch: str, params: Params, split_dir: Path) -> TrialContext:
         """The context of ``arch``'s search on the split in ``split_dir``."""
-        settings, space = tune_settings(params.tune, arch)
-        return cls(arch, params, settings, space, load_subset(split_dir, "train"),
-                   load_subset(split_dir, "val"))
+        return cls(arch, params, tune_settings(params.tune, arch)[1],
+                   load_subset(split_dir, "train"), load_subset(split_dir, "val"))
+
+    @property
+    def settings(self) -> Tune:
+        """The search settings: ``params.tune`` (:meth:`load` has checked it is there)."""
+        assert self.params.tune is not None
+        return self.params.tune
 
 
 def chosen_settings(params: Params, arch: str, config: dict[str, Any],
