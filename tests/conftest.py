@@ -36,10 +36,15 @@ def variant_ranges(**changes):
     import dataclasses
 
     from handwriting.augmentation import AugmentSettings
+    ranges = AugmentSettings.from_params(project_params())
+    return dataclasses.replace(ranges, **changes)
+
+
+def project_params():
+    """The repository's params.yaml read by the project's own loader (typed sections)."""
     from handwriting.params import load_params
 
-    ranges = AugmentSettings.from_params(load_params(REPO / "params.yaml"))
-    return dataclasses.replace(ranges, **changes)
+    return load_params(REPO / "params.yaml")
 
 
 def repo_params() -> dict:

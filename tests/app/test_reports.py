@@ -19,7 +19,7 @@ from handwriting.app.reports import (
     read_confusion,
     read_history,
 )
-from tests.conftest import REPO
+from tests.conftest import project_params
 
 
 def test_the_confusion_matrix_counts_every_row(tmp_path):
@@ -102,9 +102,7 @@ def evaluate_section(**changes):
     """The project's typed ``evaluate`` section with ``changes``."""
     import dataclasses
 
-    from handwriting.params import load_params
-
-    return dataclasses.replace(load_params(REPO / "params.yaml").evaluate, **changes)
+    return dataclasses.replace(project_params().evaluate, **changes)
 
 
 def test_the_champion_report_reads_both_files_and_names_broken_ones(tmp_path):

@@ -183,11 +183,10 @@ def test_allograph_sheet_shows_every_letter(tmp_path):
 def test_generated_files_do_not_depend_on_the_worker_count(tmp_path, monkeypatch):
     import dataclasses
 
-    from handwriting.params import load_params
     from handwriting.stages import raw
-    from tests.conftest import REPO
+    from tests.conftest import project_params
 
-    synthetic = dataclasses.replace(load_params(REPO / "params.yaml").raw.synthetic,
+    synthetic = dataclasses.replace(project_params().raw.synthetic,
                                     per_class=1, per_class_overrides={"r": 2})
     outputs = []
     for workers in (1, 2):
