@@ -123,18 +123,22 @@ def join_segments(segments, tol: float = 1e-6, max_turn_deg: float = 50.0) -> li
     def key(p):
         return (round(p[0] / max(tol, 1e-9)), round(p[1] / max(tol, 1e-9)))
 
+    # Each endpoint's key is computed once (a glyph traced from pixels has hundreds of
+    # segments, and the walk below asks for them again at every step).
+    keys = [(key(a), key(b)) for a, b in segs]
     ends: dict[tuple, list[int]] = {}
-    for i, (a, b) in enumerate(segs):
-        ends.setdefault(key(a), []).append(i)
-        ends.setdefault(key(b), []).append(i)
+    for i, (ka, kb) in enumerate(keys):
+        ends.setdefault(ka, []).append(i)
+        ends.setdefault(kb, []).append(i)
     used = [False] * len(segs)
     cos_limit = np.cos(np.radians(max_turn_deg))
 
-    def extend(path: list[np.ndarray]) -> None:
-        # Grow the path at its tail until no segment continues it.
+    def extend(path: list[np.ndarray], path_keys: list[tuple]) -> None:
+        # Grow the path (and its points' keys) at its tail until no segment continues it.
         while True:
-            tail = path[-1]
-            cands = [i for i in ends.get(key(tail), []) if not used[i]]
+            tail, tail_key = path[-1], path_keys[-1]
+            meeting = ends[tail_key]
+            cands = [i for i in meeting if not used[i]]
             if not cands:
                 return
             direction = tail - path[-2]
@@ -142,33 +146,34 @@ def join_segments(segments, tol: float = 1e-6, max_turn_deg: float = 50.0) -> li
             best, best_cos = -1, -2.0  # every cosine beats -2: some candidate is chosen
             for i in cands:
                 a, b = segs[i]
-                nxt = b if key(a) == key(tail) else a
+                nxt = b if keys[i][0] == tail_key else a
                 d = nxt - tail
                 c = float(direction @ d / (np.linalg.norm(d) + 1e-12))
                 if c > best_cos:
                     best, best_cos = i, c
-            degree = len(ends[key(tail)])
-            if degree > 2 and best_cos < cos_limit:
+            if len(meeting) > 2 and best_cos < cos_limit:
                 return
             used[best] = True
-            a, b = segs[best]
-            path.append(b if key(a) == key(tail) else a)
+            (a, b), (ka, kb) = segs[best], keys[best]
+            path.append(b if ka == tail_key else a)
+            path_keys.append(kb if ka == tail_key else ka)
 
     # Start from endpoints of degree 1 first so open strokes are traced end to end, not from the
     # middle; closed loops are picked up afterwards.
-    order = sorted(range(len(segs)), key=lambda i: min(len(ends[key(segs[i][0])]), len(ends[key(segs[i][1])])))
+    order = sorted(range(len(segs)), key=lambda i: min(len(ends[keys[i][0]]), len(ends[keys[i][1]])))
     polylines = []
     for i in order:
         if used[i]:
             continue
         used[i] = True
-        a, b = segs[i]
-        if len(ends[key(b)]) == 1 and len(ends[key(a)]) != 1:
-            a, b = b, a
-        path = [a, b]
-        extend(path)
+        (a, b), (ka, kb) = segs[i], keys[i]
+        if len(ends[kb]) == 1 and len(ends[ka]) != 1:
+            a, b, ka, kb = b, a, kb, ka
+        path, path_keys = [a, b], [ka, kb]
+        extend(path, path_keys)
         path.reverse()
-        extend(path)
+        path_keys.reverse()
+        extend(path, path_keys)
         polylines.append(np.array(path))
     return polylines
 
