@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     random = dataclasses.replace(settings, sampler="random", n_trials=args.configs)
     untuned = search.untuned_configuration(params.train, args.arch, space)
     configs = search.first_configurations(random, space, untuned, params.base.seed)
-    schedule = search.rung_schedule(settings, arch_settings(params.train, args.arch)[0].epochs)
+    schedule = search.arch_schedule(settings, params, args.arch)
     context = search.TrialContext.load(args.arch, params, args.split)
     scores: dict[int, list[float]] = {cid: [] for cid in range(len(configs))}
     with tempfile.TemporaryDirectory() as scratch:

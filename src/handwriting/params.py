@@ -147,7 +147,7 @@ class Tune:
         if self.storage is not None and (not isinstance(self.storage, str)
                                          or "://" not in self.storage):
             raise invalid(self, "storage", "null (in memory) or an Optuna RDB URL such as "
-                                  "postgresql://user:password@host/db or sqlite:///tune.db")
+                          "postgresql://user:password@host/db or sqlite:///tune.db")
 
 
 # The keys of ``tune`` that set the search itself (every other key is a space).

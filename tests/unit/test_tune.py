@@ -83,6 +83,20 @@ def test_the_rung_schedule_grows_data_and_epochs_up_to_the_untuned_budget():
     assert (only.share, only.epochs, only.top) == (1.0, 6, True)
 
 
+def test_a_frozen_base_head_trains_on_all_the_data_at_every_rung_and_says_so():
+    # Its rungs shrink the epochs only (the cached features of every row are at hand), and the
+    # schedule, hence the rungs' CSV and the trials' MLflow params, states that share.
+    assert [(r.share, r.epochs, r.top) for r in
+            search.rung_schedule(settings(), epochs=10, subsample=False)] == [
+        (1.0, 3, False), (1.0, 6, False), (1.0, 10, True)]
+    params = load_params(REPO / "params.yaml")
+    assert params.tune is not None
+    for arch in ("vgg16", "vgg16_gru"):
+        assert {r.share for r in search.arch_schedule(params.tune, params, arch)} == {1.0}
+    shares = [r.share for r in search.arch_schedule(params.tune, params, "lenet5")]
+    assert shares == sorted(shares) and shares[0] < 1 and shares[-1] == 1.0
+
+
 def test_a_rung_promotes_its_best_challengers_and_always_the_untuned_configuration():
     scores = {0: 0.10, 1: 0.50, 2: 0.40, 3: 0.45, 4: 0.20, 5: 0.05}
     assert search.promoted(scores, reduction=3) == [0, 1, 3]  # 2 of 5 challengers

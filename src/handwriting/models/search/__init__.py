@@ -4,7 +4,8 @@ growing budget, with Optuna studies holding the trials so that several workers c
 The schedule (:func:`rung_schedule`): ``tune.n_trials`` configurations start at the lowest rung;
 rung ``r`` of ``R`` (``tune.rungs``) trains on a share ``s = tune.reduction ** -(R-1-r)`` of the
 training split for ``sqrt(s)`` of the untuned epochs (lower rungs: whole batches, validated
-after the last epoch), and each rung promotes the best ``1 / tune.reduction`` of its
+after the last epoch; a frozen VGG-16 base's head trains on all of it at every rung, only its
+epochs shrink), and each rung promotes the best ``1 / tune.reduction`` of its
 challengers (at least one) to the next. Configuration 0 is the untuned settings: it is
 promoted at every rung whatever its score, without taking a challenger's place, and at the
 top rung (all the training data, the untuned epochs) its result *is* the untuned model of
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from handwriting.models.engine import use_engine
+from handwriting.models.registry import has_frozen_base
 from handwriting.models.search.schedule import UNTUNED, Rung, promoted, rung_schedule
 from handwriting.models.search.settings import (
     TPE_STARTUP,
@@ -75,11 +77,11 @@ from handwriting.models.search.trials import (
 )
 from handwriting.models.search.workers import run_rung, work, worker_command
 from handwriting.models.training import arch_settings
-from handwriting.params import SEARCH_SETTINGS, Params
+from handwriting.params import SEARCH_SETTINGS, Params, Tune
 
 __all__ = [
-    "TPE_STARTUP", "UNTUNED", "Rung", "SearchError",
-    "SearchResult", "Space", "TrialContext", "best_epoch", "chosen_settings",
+    "TPE_STARTUP", "UNTUNED", "Rung", "SearchError", "SearchResult", "Space", "TrialContext",
+    "arch_schedule", "best_epoch", "chosen_settings",
     "first_configurations", "in_space", "open_storage", "promoted", "rung_schedule", "search",
     "subsample", "suggest", "train_at_rung", "tune_settings", "untuned_configuration",
     "untuned_in_space", "whole_batches", "work", "worker_command",
@@ -102,6 +104,13 @@ class SearchResult:
         return "untuned-settings" if self.winner == UNTUNED else f"config-{self.winner}"
 
 
+def arch_schedule(settings: Tune, params: Params, arch: str) -> list[Rung]:
+    """``arch``'s rungs (:func:`rung_schedule`) from its untuned epochs; a frozen VGG-16
+    base's head trains on all the data at every rung."""
+    return rung_schedule(settings, arch_settings(params.train, arch)[0].epochs,
+                         subsample=not has_frozen_base(arch))
+
+
 def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: float,
            scratch: Path, params_path: Path | None = None) -> SearchResult:
     """Run the successive-halving search of ``arch`` inside an MLflow parent run.
@@ -121,7 +130,7 @@ def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: 
     context.scratch = scratch
     seed = params.base.seed
     untuned = untuned_configuration(params.train, arch, space)
-    schedule = rung_schedule(settings, arch_settings(params.train, arch)[0].epochs)
+    schedule = arch_schedule(settings, params, arch)
     key = fingerprint(settings, space, params, arch, [*context.train, *context.val])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tracking.configure()

@@ -21,16 +21,21 @@ class Rung:
     top: bool
 
 
-def rung_schedule(settings: Tune, epochs: int) -> list[Rung]:
+def rung_schedule(settings: Tune, epochs: int, *, subsample: bool = True) -> list[Rung]:
     """The budgets, lowest first: rung ``r`` trains on a share ``s = reduction ** -(rungs-1-r)``
     of the data for ``sqrt(s)`` of ``epochs`` (at least 1); the top rung is all the data,
     ``epochs``. Shrinking the data and the epochs alike keeps enough steps at a small budget
     for the learning rate, its schedule and the batch size to show their effect (a lowest
-    rung of one epoch on a ninth of the data scored every configuration near chance)."""
+    rung of one epoch on a ninth of the data scored every configuration near chance).
+
+    ``subsample`` False (a frozen VGG-16 base's head, trained on cached features): every rung
+    is all the data, and only the epochs shrink (on a share of the rows, the head of a random
+    base scored every configuration near chance)."""
     rungs = []
     for index in range(settings.rungs):
         shrink = float(settings.reduction) ** -(settings.rungs - 1 - index)
-        rungs.append(Rung(index, shrink, max(1, round(epochs * math.sqrt(shrink))),
+        rungs.append(Rung(index, shrink if subsample else 1.0,
+                          max(1, round(epochs * math.sqrt(shrink))),
                           top=index == settings.rungs - 1))
     return rungs
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from handwriting import labels
-from handwriting.models.features import FeatureCache, frozen_feature_split
+from handwriting.models.features import FeatureCache
 from handwriting.models.fitting import (
     FIT_KEYS,
     FitSettings,
@@ -145,13 +145,9 @@ def train_at_rung(context: TrialContext, rung: Rung, config: dict[str, Any], cid
     make_reproducible(seed + cid, params.base.deterministic)
     model = build(arch, (params.base.image_size,) * 2 + (1,), labels.NUM_CLASSES, **hparams)
     callbacks = [*(callbacks or []), _nan_guard(label)]
-    if frozen_feature_split(model) is not None:
-        # A frozen base's features of the whole split are computed once (and kept in the
-        # context's cache), and its head trains fast: its budget is the epochs alone.
-        data = context.train
-    else:  # whole batches only below the top: a short last batch is one more compile
-        data = subsample(*context.train, rung.share, seed)
-        data = data if rung.top else whole_batches(*data, fit.batch_size, seed)
+    data = subsample(*context.train, rung.share, seed)  # all of it at a share of 1
+    if rung.share < 1:  # whole batches of a share: a short last batch is one more compile
+        data = whole_batches(*data, fit.batch_size, seed)
     scratch = context.scratch
     if rung.top:
         if scratch is None:
