@@ -13,7 +13,7 @@ import yaml
 from handwriting.models import search
 from handwriting.params import ParamsError, Tune, load_params
 from handwriting.stages import train, tune
-from tests.conftest import REPO, repo_params
+from tests.conftest import REPO, project_params, repo_params
 
 SPACE = {"learning_rate": [0.01, 0.001], "dropout": [0.3, 0.4], "batch_size": [16, 32]}
 
@@ -89,7 +89,7 @@ def test_a_frozen_base_head_trains_on_all_the_data_at_every_rung_and_says_so():
     assert [(r.share, r.epochs, r.top) for r in
             search.rung_schedule(settings(), epochs=10, subsample=False)] == [
         (1.0, 3, False), (1.0, 6, False), (1.0, 10, True)]
-    params = load_params(REPO / "params.yaml")
+    params = project_params()
     assert params.tune is not None
     for arch in ("vgg16", "vgg16_gru"):
         assert {r.share for r in search.arch_schedule(params.tune, params, arch)} == {1.0}
