@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, repo_params
+from tests.conftest import REPO, project_params, repo_params
 
 # Trainings in processes of their own: over 5 s each (`pytest -m "not slow"` leaves them out).
 pytestmark = pytest.mark.slow
@@ -89,7 +89,7 @@ def test_the_pipeline_trains_deterministically_by_default_and_checks_the_key(tmp
 
     from handwriting.params import ParamsError, load_params
 
-    assert load_params(REPO / "params.yaml").base.deterministic is True
+    assert project_params().base.deterministic is True
     values = repo_params()
     values["base"]["deterministic"] = "yes"
     bad = tmp_path / "params.yaml"

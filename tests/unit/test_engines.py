@@ -12,7 +12,7 @@ from handwriting import labels
 from handwriting.models.engine import ENGINES, EngineError, engine, use_engine
 from handwriting.models.search import tune_settings
 from handwriting.params import ParamsError, load_params
-from tests.conftest import REPO, fit_settings, repo_params, variant_ranges
+from tests.conftest import fit_settings, project_params, repo_params, variant_ranges
 
 pytest.importorskip("jax")
 
@@ -69,7 +69,7 @@ def test_the_engine_is_no_hyperparameter(tmp_path):
 
 
 def test_the_default_engines_are_known():
-    params = load_params(REPO / "params.yaml")
+    params = project_params()
     from handwriting.models.training import arch_settings
 
     for arch in params.train.architectures:

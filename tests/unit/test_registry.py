@@ -43,9 +43,9 @@ def test_an_entry_checks_its_family():
 def test_train_architectures_are_checked_against_the_registry(tmp_path):
     from handwriting.models.registry import architectures
     from handwriting.params import ParamsError, load_params
-    from tests.conftest import REPO
+    from tests.conftest import REPO, project_params
 
-    params = load_params(REPO / "params.yaml")
+    params = project_params()
     assert architectures(params.train) == params.train.architectures
     bad = dataclasses.replace(params.train, architectures=["lenet5", "lenet6"],
                               sections={**params.train.sections, "lenet6": {}})

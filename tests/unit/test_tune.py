@@ -13,7 +13,7 @@ import yaml
 from handwriting.models import search
 from handwriting.params import ParamsError, Tune, load_params
 from handwriting.stages import train, tune
-from tests.conftest import REPO, project_params, repo_params
+from tests.conftest import project_params, repo_params
 
 SPACE = {"learning_rate": [0.01, 0.001], "dropout": [0.3, 0.4], "batch_size": [16, 32]}
 
@@ -166,7 +166,7 @@ def test_the_grid_sampler_needs_lists(tmp_path):
 def test_the_default_spaces_are_valid_and_tpe_is_the_default():
     import dataclasses
 
-    params = load_params(REPO / "params.yaml")
+    params = project_params()
     assert params.tune.sampler == "tpe"
     random = dataclasses.replace(params.tune, sampler="random")
     for arch in params.train.architectures:
