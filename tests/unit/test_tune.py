@@ -97,6 +97,35 @@ def test_a_frozen_base_head_trains_on_all_the_data_at_every_rung_and_says_so():
     assert shares == sorted(shares) and shares[0] < 1 and shares[-1] == 1.0
 
 
+@pytest.mark.parametrize("schedule, warmup, reduces", [
+    ("constant", 0, True), ("constant", 1, False), ("cosine", 0, False), ("cosine", 1, False)])
+def test_the_top_rung_reduces_a_plain_rate_on_plateaus_and_leaves_a_schedule_alone(
+        schedule, warmup, reduces):
+    # A constant rate after a warm-up is a schedule Keras cannot set: a plateau-reduction
+    # callback there failed the challenger's top-rung trial at its first plateau.
+    import keras
+
+    from handwriting.models.fitting import FitSettings, compile_model, learning_rate_schedule
+
+    fit = FitSettings(epochs=4, batch_size=8, learning_rate=0.01, optimizer="adam",
+                      label_smoothing=0.0, lr_schedule=schedule, warmup_epochs=warmup,
+                      augment_on_the_fly=0.0, fine_tune_blocks=0, fine_tune_epochs=0,
+                      engine="jax")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(52, activation="softmax")])
+    compile_model(model, fit.optimizer, learning_rate_schedule(fit, steps_per_epoch=3))
+    model.optimizer.iterations.assign(6)  # two epochs in: past the warm-up, the rate 0.01
+    callbacks = search.trials.top_rung_callbacks(fit, patience=2)
+    for callback in callbacks:
+        callback.set_model(model)
+        callback.on_train_begin()
+    for epoch, val_loss in enumerate([1.0, 2.0, 3.0]):  # no better epoch after the first
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, {"val_loss": val_loss, "val_accuracy": 0.1})
+    assert any(isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in callbacks) == reduces
+    if reduces:
+        assert float(model.optimizer.learning_rate) == pytest.approx(0.0025)
+
+
 def test_a_rung_promotes_its_best_challengers_and_always_the_untuned_configuration():
     scores = {0: 0.10, 1: 0.50, 2: 0.40, 3: 0.45, 4: 0.20, 5: 0.05}
     assert search.promoted(scores, reduction=3) == [0, 1, 3]  # 2 of 5 challengers

@@ -216,9 +216,9 @@ def learning_rate_schedule(fit: FitSettings, steps_per_epoch: int):
     starts)."""
     import keras
 
-    warmup = min(fit.warmup_epochs, fit.epochs - 1) * steps_per_epoch
-    if fit.lr_schedule == "constant" and warmup == 0:
+    if settable_learning_rate(fit):
         return fit.learning_rate
+    warmup = _warmup_epochs(fit) * steps_per_epoch
     total = fit.epochs * steps_per_epoch
     alpha = 1.0 if fit.lr_schedule == "constant" else 0.0
     if warmup == 0:
@@ -226,6 +226,18 @@ def learning_rate_schedule(fit: FitSettings, steps_per_epoch: int):
     return keras.optimizers.schedules.CosineDecay(0.0, total - warmup, alpha=alpha,
                                                   warmup_target=fit.learning_rate,
                                                   warmup_steps=warmup)
+
+
+def settable_learning_rate(fit: FitSettings) -> bool:
+    """Whether ``fit`` trains at a plain number that a callback may change (a constant rate
+    without warm-up); a schedule computes the rate from the step, and Keras refuses to set it
+    (ReduceLROnPlateau then fails)."""
+    return fit.lr_schedule == "constant" and _warmup_epochs(fit) == 0
+
+
+def _warmup_epochs(fit: FitSettings) -> int:
+    """The warm-up epochs ``fit`` gets: at most all but the last epoch."""
+    return min(fit.warmup_epochs, fit.epochs - 1)
 
 
 def compile_model(model, optimizer: str = "adam", learning_rate=1e-3,

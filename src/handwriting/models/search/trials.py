@@ -22,6 +22,7 @@ from handwriting.models.fitting import (
     fit_model,
     load_subset,
     make_reproducible,
+    settable_learning_rate,
 )
 from handwriting.models.history import mlflow_epoch_logger
 from handwriting.models.search.schedule import Rung
@@ -112,13 +113,13 @@ def _nan_guard(label: str):
 
 def top_rung_callbacks(fit: FitSettings, patience: int) -> list:
     """The top rung's training: early stopping on validation loss (the best epoch's weights
-    restored when it ends) and learning-rate reduction on plateaus (unless a schedule already
-    lowers the rate)."""
+    restored when it ends) and learning-rate reduction on plateaus (unless a schedule sets the
+    rate: a cosine decay, or a constant rate after a warm-up)."""
     import keras
 
     plateau = [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                  patience=max(1, patience // 2))
-               ] if fit.lr_schedule == "constant" else []
+               ] if settable_learning_rate(fit) else []
     return [*plateau, keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                                     restore_best_weights=True)]
 
