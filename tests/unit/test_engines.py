@@ -59,6 +59,44 @@ def test_a_process_trains_on_one_backend():
                   train=(images, np.zeros(8, int)), val=(images, np.zeros(8, int)), seed=0)
 
 
+@pytest.mark.parametrize("arch", ["lenet5", "vgg16_gru"])
+def test_tensorflow_runs_several_steps_a_call_with_the_same_weights_as_one(arch, monkeypatch):
+    """The TensorFlow engines loop over their steps inside the graph (a whole model on tf.data,
+    a VGG model's head on cached features); the weights are those of one step per call, bit
+    for bit, also where an epoch's last call runs fewer steps (20 steps an epoch, 3 epochs)."""
+    import dataclasses
+
+    from handwriting.models import engine as engines
+    from handwriting.models.features import FeatureCache
+    from handwriting.models.fitting import fit_model, make_reproducible
+    from handwriting.models.zoo import build
+
+    assert engine("tensorflow").steps_per_execution > 1
+    assert engine("tensorflow-xla").steps_per_execution > 1
+    assert engine("jax").steps_per_execution == 1  # Keras's JAX trainer loops in Python
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (320, 32, 32), dtype=np.uint8)
+    classes = np.arange(320) % labels.NUM_CLASSES
+    extra = {"weights": None, "units": 8} if arch == "vgg16_gru" else {}
+    cache = FeatureCache(folder=None)  # the VGG base's features, computed once for both fits
+
+    def trained(steps: int) -> list[np.ndarray]:
+        monkeypatch.setitem(engines.ENGINES, "tensorflow", dataclasses.replace(
+            engines.ENGINES["tensorflow"], steps_per_execution=steps))
+        make_reproducible(3, True)
+        model = build(arch, (32, 32, 1), labels.NUM_CLASSES, **extra)
+        fit_model(model, fit_settings(epochs=3, batch_size=16), train=(images, classes),
+                  val=(images[:48], classes[:48]), seed=3, cache=cache, verbose=0)
+        if arch == "lenet5":  # compiled as the engine says (a VGG model: its head is)
+            assert model.steps_per_execution == steps
+        return model.get_weights()
+
+    one, many = trained(1), trained(32)
+    assert len(one) == len(many)
+    for first, second in zip(one, many, strict=True):
+        np.testing.assert_array_equal(first, second)
+
+
 def test_the_engine_is_no_hyperparameter(tmp_path):
     values = repo_params()
     values["tune"]["lenet5"]["engine"] = ["jax", "tensorflow"]

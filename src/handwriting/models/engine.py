@@ -33,17 +33,32 @@ OFF = ("off", "0", "false", "no", "none")
 
 @dataclass(frozen=True)
 class Engine:
-    """A Keras backend and whether its train step is XLA-compiled (``jit_compile``)."""
+    """A Keras backend, whether its train step is XLA-compiled (``jit_compile``), and how many
+    train steps one call into the compiled function runs (``steps_per_execution``).
+
+    TensorFlow pays a fixed cost per call (Python, the function call, the callbacks), which
+    a small model's step (the VGG models' heads) does not outweigh; with several steps per
+    call it runs them in a loop inside the graph: the same steps on the same batches, the
+    same weights bit for bit, only the batch-level callbacks see every n-th step
+    (:func:`handwriting.models.fitting.steps_per_call` says where it applies). Keras's JAX
+    trainer runs its steps in a Python loop whatever the setting (no gain measured), so 1.
+    """
 
     name: str
     backend: str
     jit_compile: bool
+    steps_per_execution: int = 1
 
+
+# benchmarks/head_speed.py measures the steps per execution side by side
+TENSORFLOW_STEPS_PER_EXECUTION = 32
 
 ENGINES = {
     engine.name: engine for engine in (
-        Engine("tensorflow", "tensorflow", jit_compile=False),  # TensorFlow's own kernels
-        Engine("tensorflow-xla", "tensorflow", jit_compile=True),
+        Engine("tensorflow", "tensorflow", jit_compile=False,  # TensorFlow's own kernels
+               steps_per_execution=TENSORFLOW_STEPS_PER_EXECUTION),
+        Engine("tensorflow-xla", "tensorflow", jit_compile=True,
+               steps_per_execution=TENSORFLOW_STEPS_PER_EXECUTION),
         Engine("jax", "jax", jit_compile=True),  # JAX always compiles the step with XLA
     )
 }

@@ -22,7 +22,7 @@ import numpy as np
 
 from handwriting import labels
 from handwriting.augmentation import AugmentSettings, augment_uint8, one_opencv_thread
-from handwriting.models.engine import ENGINES, use_engine
+from handwriting.models.engine import ENGINES, Engine, use_engine
 from handwriting.models.features import FeatureCache, frozen_feature_split
 from handwriting.params import ParamsError, invalid
 
@@ -241,14 +241,25 @@ def _warmup_epochs(fit: FitSettings) -> int:
 
 
 def compile_model(model, optimizer: str = "adam", learning_rate=1e-3,
-                  label_smoothing: float = 0.0, jit_compile: bool = False) -> None:
+                  label_smoothing: float = 0.0, jit_compile: bool = False,
+                  steps_per_execution: int = 1) -> None:
     """Compile for 52-way classification: categorical cross-entropy (with optional label
-    smoothing), accuracy; ``jit_compile``: the train step compiled with XLA (the engine's)."""
+    smoothing), accuracy; ``jit_compile``: the train step compiled with XLA, and
+    ``steps_per_execution``: train steps per call (the engine's; see :func:`steps_per_call`)."""
     import keras
 
     model.compile(optimizer=make_optimizer(optimizer, learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-                  metrics=["accuracy"], jit_compile=jit_compile)
+                  metrics=["accuracy"], jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution)
+
+
+def steps_per_call(engine: Engine, steps: int | None) -> int:
+    """The train steps one call into the compiled function runs: the engine's, where the
+    training data ends with each epoch (``steps`` None); else 1. On a repeated stream (the
+    on-the-fly variants, with ``steps`` steps an epoch) Keras 3.15's TensorFlow trainer runs
+    whole calls of steps, past the end of the epoch: 64 steps instead of 6 in a test."""
+    return engine.steps_per_execution if steps is None else 1
 
 
 def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
@@ -266,7 +277,7 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
     whose features would differ in every epoch). Keras must run on ``fit.engine``'s backend
     (:func:`handwriting.models.engine.use_engine`).
     """
-    jit_compile = use_engine(fit.engine).jit_compile
+    engine = use_engine(fit.engine)
     import keras
 
     from handwriting.models.zoo import find_vgg_base
@@ -275,8 +286,9 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
     learning_rate = learning_rate_schedule(fit, steps_per_epoch(len(train[0]), fit.batch_size))
     split = frozen_feature_split(model)
     if split is None:
-        compile_model(model, fit.optimizer, learning_rate, fit.label_smoothing, jit_compile)
         data, steps = _training_data(fit, train, seed, augmentation)
+        compile_model(model, fit.optimizer, learning_rate, fit.label_smoothing,
+                      engine.jit_compile, steps_per_call(engine, steps))
         # shuffle=False: the batches come shuffled (Keras cannot shuffle a generator).
         return model.fit(data, epochs=fit.epochs, steps_per_epoch=steps, shuffle=False,
                          validation_data=_validation_data(fit, val, seed),
@@ -294,7 +306,8 @@ def fit_model(model, fit: FitSettings, *, train: tuple[np.ndarray, np.ndarray],
         cache.base_weights = base.get_weights()
     else:
         base.set_weights(cache.base_weights)
-    compile_model(head, fit.optimizer, learning_rate, fit.label_smoothing, jit_compile)
+    compile_model(head, fit.optimizer, learning_rate, fit.label_smoothing, engine.jit_compile,
+                  steps_per_call(engine, None))  # arrays: every epoch ends with the data
     return head.fit(cache.get(features, train[0], seed),
                     keras.utils.to_categorical(train[1], labels.NUM_CLASSES),
                     batch_size=fit.batch_size, epochs=fit.epochs, shuffle=True,
@@ -351,9 +364,10 @@ def fine_tune(model, fit: FitSettings, *, start_epoch: int, train, val, seed: in
     from handwriting.models.zoo import unfreeze_top_vgg_blocks
 
     unfreeze_top_vgg_blocks(model, fit.fine_tune_blocks)
-    compile_model(model, fit.optimizer, fit.learning_rate / 10, fit.label_smoothing,
-                  use_engine(fit.engine).jit_compile)
+    engine = use_engine(fit.engine)
     data, steps = _training_data(fit, train, seed, augmentation, start_epoch)
+    compile_model(model, fit.optimizer, fit.learning_rate / 10, fit.label_smoothing,
+                  engine.jit_compile, steps_per_call(engine, steps))
     return model.fit(data, steps_per_epoch=steps, shuffle=False,
                      validation_data=_validation_data(fit, val, seed),
                      initial_epoch=start_epoch, epochs=start_epoch + fit.fine_tune_epochs,
