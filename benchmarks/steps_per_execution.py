@@ -63,14 +63,14 @@ def train_once(arch: str, steps: int, images: int, epochs: int) -> tuple[float, 
         _, trained = split
         features = rng.standard_normal((images, *trained.input.shape[1:])).astype(np.float32)
         targets = keras.utils.to_categorical(class_ids, labels.NUM_CLASSES)
-        compile_model(trained, "adam", 1e-3, 0.0, engine)
+        compile_model(trained, "adam", 1e-3, 0.0, engine.jit_compile, engine.steps_per_execution)
         trained.fit(features, targets, batch_size=32, epochs=epochs, shuffle=True, verbose=0,
                     validation_data=(features[:1024], targets[:1024]),
                     callbacks=[EpochClock()])
     else:
         trained = model
         pixels = rng.integers(0, 256, (images, 32, 32), dtype=np.uint8)
-        compile_model(trained, "adam", 1e-3, 0.0, engine)
+        compile_model(trained, "adam", 1e-3, 0.0, engine.jit_compile, engine.steps_per_execution)
         trained.fit(make_dataset(pixels, class_ids, 32, shuffle=True, seed=7), epochs=epochs,
                     validation_data=make_dataset(pixels[:1024], class_ids[:1024], 32,
                                                  shuffle=False, seed=7),
