@@ -68,6 +68,17 @@ def feature_cache(tmp_path_factory):
         yield
 
 
+def benchmark_module(name: str):
+    """benchmarks/<name>.py imported as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def emnist_dir() -> Path:
     """The real EMNIST letters sample (../shared/data/emnist-letters), read-only."""

@@ -80,16 +80,11 @@ def test_opencv_on_one_thread_draws_the_same_pixels():
 
 
 def test_the_augment_speed_benchmark_compares_the_same_pixels(capsys):
-    import importlib.util
-    from pathlib import Path
-
     import cv2
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "augment_speed.py"
-    spec = importlib.util.spec_from_file_location("augment_speed", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from tests.conftest import benchmark_module
+
+    module = benchmark_module("augment_speed")
     threads = cv2.getNumThreads()
     try:
         assert module.main(["--images", "40", "--repeats", "1"]) == 0

@@ -98,15 +98,9 @@ def test_tensorflow_runs_several_steps_a_call_with_the_same_weights_as_one(arch,
 
 
 def test_the_steps_per_execution_benchmark_compares_what_it_says(capsys):
-    import importlib.util
+    from tests.conftest import benchmark_module
 
-    from tests.conftest import REPO
-
-    path = REPO / "benchmarks" / "steps_per_execution.py"
-    spec = importlib.util.spec_from_file_location("steps_per_execution", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark_module("steps_per_execution")
     # it asserts each model's steps per call and plain TensorFlow kernels itself
     assert module.main(["--arch", "lenet5", "--images", "160", "--epochs", "2",
                         "--rounds", "1", "--steps", "4"]) == 0
