@@ -109,6 +109,21 @@ def test_the_steps_per_execution_benchmark_compares_what_it_says(capsys):
     assert " 4 steps/call" in rows[1]
 
 
+@pytest.mark.parametrize(("arch", "engine_name", "steps"), [
+    ("lenet5", "tensorflow-before", 1), ("lenet5", "tensorflow", 32),
+    ("rescnn", "tensorflow-before", 1)])  # rescnn: on-the-fly variants (a repeated stream)
+def test_the_train_speed_benchmark_trains_each_engine_as_it_says(arch, engine_name, steps,
+                                                                 monkeypatch):
+    from tests.conftest import REPO, benchmark_module
+
+    module = benchmark_module("train_speed")
+    # the child adds the engine of before to the registry of its own process: here, for a test
+    monkeypatch.setitem(ENGINES, module.BEFORE, module.before_engine())
+    row = module.child(arch, engine_name, 96, 2, REPO / "params.yaml")
+    assert (row["arch"], row["engine"], row["backend"]) == (arch, engine_name, "tensorflow")
+    assert row["steps_per_execution"] == steps and row["images_per_second"] > 0
+
+
 def test_the_engine_is_no_hyperparameter(tmp_path):
     values = repo_params()
     values["tune"]["lenet5"]["engine"] = ["jax", "tensorflow"]
