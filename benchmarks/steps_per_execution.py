@@ -41,12 +41,13 @@ def train_once(arch: str, steps: int, images: int, epochs: int) -> tuple[float, 
     from handwriting.models.engine import ENGINES
     from handwriting.models.features import frozen_feature_split
     from handwriting.models.fitting import compile_model, make_dataset, make_reproducible
+    from handwriting.models.registry import has_frozen_base
     from handwriting.models.zoo import build
 
     engine = dataclasses.replace(ENGINES["tensorflow"], steps_per_execution=steps)
     make_reproducible(7, True)
-    model = build(arch, (32, 32, 1), labels.NUM_CLASSES, **({"weights": None}
-                                                            if "vgg" in arch else {}))
+    model = build(arch, (32, 32, 1), labels.NUM_CLASSES,  # a frozen base: no download
+                  **({"weights": None} if has_frozen_base(arch) else {}))
     rng = np.random.default_rng(0)
     class_ids = np.arange(images) % labels.NUM_CLASSES
     split = frozen_feature_split(model)
@@ -85,6 +86,7 @@ def train_once(arch: str, steps: int, images: int, epochs: int) -> tuple[float, 
 
 def main(argv: list[str] | None = None) -> int:
     from handwriting.models.engine import TENSORFLOW_STEPS_PER_EXECUTION
+    from handwriting.models.registry import has_frozen_base
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", action="append", help=f"default: {', '.join(DEFAULT_ARCHS)}")
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 speed, digest = train_once(arch, steps, args.images, args.epochs)
                 speeds[steps].append(speed)
                 digests[steps].add(digest)
-        name = f"{arch} head" if "vgg" in arch else arch
+        name = f"{arch} head" if has_frozen_base(arch) else arch
         one = statistics.median(speeds[1])
         for steps in settings:
             speed = statistics.median(speeds[steps])

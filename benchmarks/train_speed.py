@@ -110,7 +110,8 @@ def child(arch: str, engine: str, images: int, epochs: int, params_path: Path) -
     cache = FeatureCache(folder=None)
     split = frozen_feature_split(model)
     # What an epoch trains: the head alone on a frozen base's cached features.
-    result["trained_multiply_adds"] = multiply_adds(split[1] if split else model)
+    trained = split[1] if split else model
+    result["trained_multiply_adds"] = multiply_adds(trained)
     if split is not None:
         FeatureCache(folder=None).get(split[0], val[0][:32], 0)  # traces the extractor
         started = time.perf_counter()
@@ -133,7 +134,6 @@ def child(arch: str, engine: str, images: int, epochs: int, params_path: Path) -
     fit_model(model, fit, train=train, val=val, seed=0, cache=cache, verbose=0,
               augmentation=variant_ranges(params, fit), callbacks=[clock])
     steady = float(np.median(clock.seconds[1:]))
-    trained = split[1] if split else model
     result["steps_per_execution"] = trained.steps_per_execution
     result["images_per_second"] = images / steady
     result["warmup_seconds"] = max(0.0, clock.seconds[0] - steady)
