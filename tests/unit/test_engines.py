@@ -225,3 +225,23 @@ def test_the_cache_folders_follow_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("SOME_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert user_cache_folder("SOME_CACHE", "things") == tmp_path / "xdg" / "handwriting" / "things"
+
+
+def test_the_fit_engines_benchmark_times_the_pipelines_whole_fit(tiny_split):
+    from tests.conftest import REPO, benchmark_module
+
+    module = benchmark_module("fit_engines")
+    row = module.child("lenet5", "tensorflow", tiny_split, REPO / "params.yaml")
+    epochs = project_params().train.sections["lenet5"]["epochs"]
+    assert (row["arch"], row["engine"], row["epochs"]) == ("lenet5", "tensorflow", epochs)
+    assert row["train_images"] == 156 and row["seconds"] > 0 and 0 <= row["val_accuracy"] <= 1
+    assert module.run_order(["jax", "tensorflow"], 3) == [
+        "jax", "tensorflow", "tensorflow", "jax", "jax", "tensorflow"]
+
+
+def test_the_fit_engines_benchmark_names_the_missing_split(tmp_path, capsys):
+    from tests.conftest import benchmark_module
+
+    with pytest.raises(SystemExit):
+        benchmark_module("fit_engines").main(["--split", str(tmp_path / "nowhere")])
+    assert "dvc repro split" in capsys.readouterr().err
