@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,13 +69,9 @@ def run_child(arch: str, engine: str, args) -> dict | None:
     """:func:`child` in a fresh process (a process trains on one Keras backend)."""
     command = [sys.executable, __file__, "--child", "--arch", arch, "--engines", engine,
                "--split", str(args.split), "--params", str(args.params)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        print(f"  {arch} on {engine} failed:\n{done.stderr[-1500:]}", file=sys.stderr)
-        return None
-    return json.loads(lines[-1])
+    from children import json_from_child  # benchmarks/children.py, beside this script
+
+    return json_from_child(command, f"{arch} on {engine}", REPO)
 
 
 def run_order(engines: list[str], rounds: int) -> list[str]:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -148,13 +147,9 @@ def run_child(arch: str, engine: str, args) -> dict | None:
     command = [sys.executable, __file__, "--child", "--arch", arch, "--engines", engine,
                "--images", str(args.images), "--epochs", str(args.epochs),
                "--params", str(args.params)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        print(f"  {arch} on {engine} failed:\n{done.stderr[-1500:]}", file=sys.stderr)
-        return None
-    return json.loads(lines[-1])
+    from children import json_from_child  # benchmarks/children.py, beside this script
+
+    return json_from_child(command, f"{arch} on {engine}", REPO)
 
 
 def main(argv: list[str] | None = None) -> int:
