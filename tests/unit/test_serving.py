@@ -8,6 +8,7 @@ to tell vertical bars ("A") from horizontal bars ("b"), so that its outputs are 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -214,6 +215,38 @@ def test_canonical_names_depend_only_on_what_the_graph_computes(tmp_path):
         assert scrambled.SerializeToString() != exported.SerializeToString()
         canonical_names(scrambled)
         assert scrambled.SerializeToString() == exported.SerializeToString()
+
+
+class _BrokenOptimizer(Exception):
+    pass
+
+
+def test_a_failing_tf2onnx_optimizer_fails_the_export_and_the_switch_is_restored(
+        tmp_path, monkeypatch):
+    """tf2onnx would skip a failing graph optimizer with a warning, after deep-copying the
+    graph before every optimizer to allow it; the export switches that off (the same bytes,
+    a third less time): a failure is raised, and the caller's setting comes back after."""
+    from collections import OrderedDict
+
+    tf2onnx_optimizer = pytest.importorskip("tf2onnx.optimizer")
+
+    class Broken:
+        graph_been_opt = False
+
+        def optimize(self, graph, iteration):
+            raise _BrokenOptimizer("this optimizer fails")
+
+    model = build("lenet5", (SIZE, SIZE, 1), labels.NUM_CLASSES)
+    monkeypatch.delenv("TF2ONNX_CATCH_ERRORS", raising=False)  # tf2onnx's default: catch
+    with monkeypatch.context() as patch:
+        patch.setattr(tf2onnx_optimizer, "_optimizers", OrderedDict(broken=Broken))
+        with pytest.raises(_BrokenOptimizer, match="this optimizer fails"):
+            export_onnx(model, tmp_path / "model.onnx")
+    assert "TF2ONNX_CATCH_ERRORS" not in os.environ
+    assert not (tmp_path / "model.onnx").exists()
+    monkeypatch.setenv("TF2ONNX_CATCH_ERRORS", "TRUE")
+    export_onnx(model, tmp_path / "model.onnx")
+    assert os.environ["TF2ONNX_CATCH_ERRORS"] == "TRUE"
 
 
 def test_export_refuses_a_missing_keras_file(tmp_path):

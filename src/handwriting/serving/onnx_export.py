@@ -46,18 +46,30 @@ from handwriting.serving.onnx_graph import (
 
 # ONNX opset of the exports: ONNX Runtime 1.17+ runs it and it has every op tf2onnx needs here.
 OPSET = 17
+# tf2onnx's switch for catching a failing graph optimizer (tf2onnx.constants names it)
+TF2ONNX_CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"
 
 
 @contextlib.contextmanager
-def _quiet_tf2onnx() -> Iterator[None]:
-    """Silence tf2onnx's INFO chatter for the length of an export."""
+def _tf2onnx_quiet_and_strict() -> Iterator[None]:
+    """For the length of an export: silence tf2onnx's INFO chatter, and let a failing graph
+    optimizer raise instead of being skipped with a warning. Catching costs a deep copy of the
+    graph, weights included, before each of its dozen optimizers, round after round (the
+    export stage: 122 s with it, 115 s without, one run each); the ONNX files are the same
+    bytes, since no optimizer fails on our models."""
     logger = logging.getLogger("tf2onnx")
     level = logger.level
+    catch = os.environ.get(TF2ONNX_CATCH_ERRORS)
     logger.setLevel(logging.ERROR)
+    os.environ[TF2ONNX_CATCH_ERRORS] = "FALSE"
     try:
         yield
     finally:
         logger.setLevel(level)
+        if catch is None:
+            os.environ.pop(TF2ONNX_CATCH_ERRORS, None)
+        else:
+            os.environ[TF2ONNX_CATCH_ERRORS] = catch
 
 
 def _save_atomically(proto, path: Path) -> None:
@@ -91,7 +103,7 @@ def export_onnx(model_or_path: ModelOrPath, path: str | os.PathLike, *,
     spec = tf.TensorSpec((None, size, size, 1), tf.float32, name=INPUT_NAME)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
         raw = Path(tmp) / "raw.onnx"
-        with _quiet_tf2onnx():
+        with _tf2onnx_quiet_and_strict():
             model.export(str(raw), format="onnx", verbose=False, input_signature=[spec],
                          opset_version=opset)
         proto = onnx.load(str(raw))
