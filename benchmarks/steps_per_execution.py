@@ -22,7 +22,6 @@ Takes about 4 minutes on 2 cores with the defaults.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import os
 import statistics
@@ -44,7 +43,7 @@ def train_once(arch: str, steps: int, images: int, epochs: int) -> tuple[float, 
     from handwriting.models.registry import has_frozen_base
     from handwriting.models.zoo import build
 
-    engine = dataclasses.replace(ENGINES["tensorflow"], steps_per_execution=steps)
+    engine = ENGINES["tensorflow"].at_steps_per_call(steps)
     make_reproducible(7, True)
     model = build(arch, (32, 32, 1), labels.NUM_CLASSES,  # a frozen base: no download
                   **({"weights": None} if has_frozen_base(arch) else {}))

@@ -66,11 +66,9 @@ def roofline_gflops(side: int = 2048, repeats: int = 5) -> float:
 
 def before_engine():
     """The engine :data:`BEFORE`: the ``tensorflow`` engine at one step per call."""
-    import dataclasses
-
     from handwriting.models.engine import ENGINES
 
-    return dataclasses.replace(ENGINES["tensorflow"], name=BEFORE, steps_per_execution=1)
+    return ENGINES["tensorflow"].at_steps_per_call(1, name=BEFORE)
 
 
 def child(arch: str, engine: str, images: int, epochs: int, params_path: Path) -> dict:

@@ -59,13 +59,19 @@ def test_a_process_trains_on_one_backend():
                   train=(images, np.zeros(8, int)), val=(images, np.zeros(8, int)), seed=0)
 
 
+def test_an_engine_at_other_steps_per_call_is_a_renamed_copy():
+    one = engine("tensorflow").at_steps_per_call(1, name="tensorflow-before")
+    assert (one.name, one.backend, one.steps_per_execution) == ("tensorflow-before",
+                                                               "tensorflow", 1)
+    assert engine("tensorflow").steps_per_execution > 1  # the registry's engine is unchanged
+    assert engine("tensorflow").at_steps_per_call(4).name == "tensorflow"
+
+
 @pytest.mark.parametrize("arch", ["lenet5", "vgg16_gru"])
 def test_tensorflow_runs_several_steps_a_call_with_the_same_weights_as_one(arch, monkeypatch):
     """The TensorFlow engines loop over their steps inside the graph (a whole model on tf.data,
     a VGG model's head on cached features); the weights are those of one step per call, bit
     for bit, also where an epoch's last call runs fewer steps (20 steps an epoch, 3 epochs)."""
-    import dataclasses
-
     from handwriting.models import engine as engines
     from handwriting.models.features import FeatureCache
     from handwriting.models.fitting import fit_model, make_reproducible
@@ -81,8 +87,8 @@ def test_tensorflow_runs_several_steps_a_call_with_the_same_weights_as_one(arch,
     cache = FeatureCache(folder=None)  # the VGG base's features, computed once for both fits
 
     def trained(steps: int) -> list[np.ndarray]:
-        monkeypatch.setitem(engines.ENGINES, "tensorflow", dataclasses.replace(
-            engines.ENGINES["tensorflow"], steps_per_execution=steps))
+        monkeypatch.setitem(engines.ENGINES, "tensorflow",
+                            engines.ENGINES["tensorflow"].at_steps_per_call(steps))
         make_reproducible(3, True)
         model = build(arch, (32, 32, 1), labels.NUM_CLASSES, **extra)
         fit_model(model, fit_settings(epochs=3, batch_size=16), train=(images, classes),

@@ -20,6 +20,7 @@ so it changes the speed, never a result. Safe to delete at any time.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -49,8 +50,13 @@ class Engine:
     jit_compile: bool
     steps_per_execution: int = 1
 
+    def at_steps_per_call(self, steps: int, name: str | None = None) -> Engine:
+        """This engine running ``steps`` train steps per call (renamed ``name``, if given):
+        what the benchmarks compare with the chosen steps per execution."""
+        return dataclasses.replace(self, steps_per_execution=steps, name=name or self.name)
 
-# benchmarks/head_speed.py measures the steps per execution side by side
+
+# benchmarks/steps_per_execution.py measures the steps per execution side by side
 TENSORFLOW_STEPS_PER_EXECUTION = 32
 
 ENGINES = {
