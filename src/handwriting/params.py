@@ -135,6 +135,7 @@ class Tune:
     patience: int
     storage: str | None
     workers: int
+    tie_se: float
     spaces: dict = field(default_factory=dict, metadata={"rest": True})
 
     def __post_init__(self) -> None:
@@ -144,6 +145,9 @@ class Tune:
                            ("workers", 1)):
             if not _whole(getattr(self, key), least):
                 raise invalid(self, key, f"a whole number, {least} or more")
+        if not 0 <= self.tie_se <= 10:  # also refuses NaN
+            raise invalid(self, "tie_se", "a number from 0 (promote exactly the best "
+                          "1/reduction) to 10 standard errors")
         if self.storage is not None and (not isinstance(self.storage, str)
                                          or "://" not in self.storage):
             raise invalid(self, "storage", "null (in memory) or an Optuna RDB URL such as "

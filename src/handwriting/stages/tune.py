@@ -2,10 +2,11 @@
 
 ``tune.n_trials`` configurations of the architecture's search space (``tune.<arch>``; drawn by
 the seeded ``tune.sampler``: tpe, random or grid) start on a small share of the training split
-for a few epochs; each rung keeps the best ``1 / tune.reduction`` of its challengers and trains
-them on ``tune.reduction`` times the data (and more epochs), up to the top rung: all the
-training data for the untuned model's epochs, with early stopping on validation loss (best
-epoch restored) and learning-rate reduction on plateaus.
+for a few epochs; each rung keeps the best ``1 / tune.reduction`` of its challengers (and any
+within ``tune.tie_se`` standard errors of the last one kept) and trains them on
+``tune.reduction`` times the data (and more epochs), up to the top rung: all the training data
+for the untuned model's epochs, with early stopping on validation loss (best epoch restored)
+and learning-rate reduction on plateaus.
 Configuration 0, the untuned settings, takes part at every rung; at the top it is the untuned
 model itself. The tuned model is the top rung's best, so it is never worse than the untuned
 one on validation; when the untuned settings win, the tuned model is the untuned one and the

@@ -6,7 +6,9 @@ rung ``r`` of ``R`` (``tune.rungs``) trains on a share ``s = tune.reduction ** -
 training split for ``sqrt(s)`` of the untuned epochs (lower rungs: whole batches, validated
 after the last epoch; a frozen VGG-16 base's head trains on all of it at every rung, only its
 epochs shrink), and each rung promotes the best ``1 / tune.reduction`` of its
-challengers (at least one) to the next. Configuration 0 is the untuned settings: it is
+challengers (at least one) to the next, and with them any challenger within ``tune.tie_se``
+standard errors of the last one promoted (a rank inside the noise of the validation split's
+size is no reason to drop a configuration). Configuration 0 is the untuned settings: it is
 promoted at every rung whatever its score, without taking a challenger's place, and at the
 top rung (all the training data, the untuned epochs) its result *is* the untuned model of
 ``train@<arch>`` (training is deterministic, so training it again would give the same
@@ -175,7 +177,9 @@ def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: 
                 raise SearchError(f"all {len(configs)} trials of {arch} at rung {rung.index} "
                                   "failed (see the MLflow child runs and the messages above); "
                                   f"check tune.{arch} for settings that cannot train")
-            keep = [] if rung.top else promoted(scores, settings.reduction)
+            keep = [] if rung.top else promoted(scores, settings.reduction,
+                                                tie_se=settings.tie_se,
+                                                n_images=len(context.val[1]))
             rungs.append({**vars(rung), "scores": {str(c): round(v, 6)
                                                    for c, v in sorted(scores.items())},
                           "promoted": keep,

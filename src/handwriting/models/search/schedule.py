@@ -40,13 +40,23 @@ def rung_schedule(settings: Tune, epochs: int, *, subsample: bool = True) -> lis
     return rungs
 
 
-def promoted(scores: dict[int, float], reduction: int) -> list[int]:
+def promoted(scores: dict[int, float], reduction: int, *, tie_se: float = 0.0,
+             n_images: int = 0) -> list[int]:
     """The configurations a rung promotes: the best ``1 / reduction`` of its challengers (at
     least one; ties go to the lower id) and the untuned configuration whatever its score, in
     id order. The untuned one takes no challenger's place, so a challenger always reaches
-    the top rung."""
+    the top rung.
+
+    ``tie_se`` > 0: a challenger whose accuracy is within ``tie_se`` standard errors of the
+    last one promoted by rank goes on too. On ``n_images`` validation images an accuracy
+    ``p`` varies by chance by about ``sqrt(p (1 - p) / n_images)``, so a rank inside that
+    margin is a coin toss, not a finding (0: exactly the best ``1 / reduction``)."""
     challengers = sorted((cid for cid in scores if cid != UNTUNED),
                          key=lambda cid: (-scores[cid], cid))
-    best = challengers[:max(1, math.ceil(len(challengers) / reduction))]
+    count = max(1, math.ceil(len(challengers) / reduction))
+    best = challengers[:count]
+    if best and tie_se > 0 and n_images > 0:
+        last = scores[best[-1]]
+        margin = tie_se * math.sqrt(max(last * (1 - last), 0.0) / n_images)
+        best += [cid for cid in challengers[count:] if scores[cid] >= last - margin]
     return sorted(set(best) | ({UNTUNED} if UNTUNED in scores else set()))
-
