@@ -21,7 +21,8 @@ SPACE = {"learning_rate": [0.01, 0.001], "dropout": [0.3, 0.4], "batch_size": [1
 def write_params(tmp_path, epochs=3, **tune_changes):
     values = repo_params()
     values["train"]["lenet5"]["epochs"] = epochs
-    values["tune"].update({"n_trials": 4, "rungs": 2, "reduction": 2, "patience": 1})
+    values["tune"].update({"n_trials": 4, "rungs": 2, "reduction": 2, "patience": 1,
+                           "tie_se": 0.0})
     values["tune"]["lenet5"] = SPACE
     values["tune"].update(tune_changes)
     path = tmp_path / "params.yaml"
@@ -315,7 +316,8 @@ def test_the_untuned_configuration_runs_at_every_rung_and_the_winner_is_the_top_
         tmp_path, tiny_split, mlflow_store):
     from mlflow import MlflowClient
 
-    params_path = write_params(tmp_path)
+    # Ten standard errors on 52 validation images: every challenger ties with the second.
+    params_path = write_params(tmp_path, tie_se=10.0)
     untuned = untuned_files(tmp_path, params_path, tiny_split)
     # Make the untuned model look weak: a configuration of the search must win.
     summary_path = untuned[2]
@@ -329,8 +331,13 @@ def test_the_untuned_configuration_runs_at_every_rung_and_the_winner_is_the_top_
     assert rungs[0]["untuned"][1] and "untuned" in rungs[1]
     assert rungs[1]["untuned"][0] == 0.0  # the untuned model's (rewritten) figure
     assert set(rungs[1]) == {name for name, (_, up) in rungs[0].items() if up}
-    assert len(rungs[1]) == 1 + 2  # the untuned settings and the best half of 3 challengers
-    assert summary["configurations"] == 4 and summary["top_rung_configurations"] == 3
+    # The untuned settings, the best half of 3 challengers and the third, tied with them.
+    first = {0 if name == "untuned" else int(name.split("-")[1]): score
+             for name, (score, _) in rungs[0].items()}
+    assert search.promoted(first, reduction=2) != [0, 1, 2, 3]  # without the ties: 2 of 3
+    assert search.promoted(first, reduction=2, tie_se=10.0, n_images=52) == [0, 1, 2, 3]
+    assert len(rungs[1]) == 1 + 3
+    assert summary["configurations"] == 4 and summary["top_rung_configurations"] == 4
     assert set(summary["rung_rank_correlation"]) == {"0-1"}
     assert summary["winner"] != "untuned-settings"
     assert summary["val_accuracy"] == pytest.approx(rungs[1][summary["winner"]][0], abs=1e-6)
