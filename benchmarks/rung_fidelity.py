@@ -7,7 +7,7 @@ rung's configurations as the search does (the untuned settings, then ``--configs
 schedule in params.yaml (the top rung included: all the data, the untuned epochs, early
 stopping), and prints each configuration's score per rung and Spearman's rank correlation of
 each lower rung with the top rung and with the next one, and whether the lower rungs would have
-promoted the configuration that is best at the full budget:
+promoted the configuration that is best at the full budget (with ``tune.tie_se`` and without):
 
     python benchmarks/rung_fidelity.py --arch lenet5 --configs 8
 
@@ -84,15 +84,21 @@ def main(argv: list[str] | None = None) -> int:
             correlations[f"{rung.index}-{other}"] = round(float(spearmanr(low, high).statistic), 3)
     best = max(scores, key=lambda c: (scores[c][top], -c))
     print("\nSpearman rank correlation (rung-rung):", correlations)
-    kept = set(scores)
-    for rung in schedule[:-1]:  # the search's promotions, had every configuration been scored
-        kept = set(search.promoted({c: scores[c][rung.index] for c in kept}, settings.reduction))
-    print(f"best at the full budget: configuration {best}; the rungs would promote it to the "
-          f"top: {best in kept} (they would keep {sorted(kept)})")
+    reaches = {}
+    for tie_se in sorted({0.0, settings.tie_se}):
+        kept = set(scores)
+        for rung in schedule[:-1]:  # the search's promotions, had every configuration been scored
+            kept = set(search.promoted({c: scores[c][rung.index] for c in kept},
+                                       settings.reduction, tie_se=tie_se,
+                                       n_images=len(context.val[1])))
+        reaches[str(tie_se)] = best in kept
+        print(f"best at the full budget: configuration {best}; with tune.tie_se {tie_se:g} the "
+              f"rungs would promote it to the top: {best in kept} (they would keep "
+              f"{sorted(kept)})")
     if args.json:
         args.json.write_text(json.dumps({"arch": args.arch, "configs": configs,
                                          "scores": scores, "spearman": correlations,
-                                         "best": best, "reaches_top": best in kept}, indent=1))
+                                         "best": best, "reaches_top": reaches}, indent=1))
     return 0
 
 
