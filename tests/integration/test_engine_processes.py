@@ -137,3 +137,33 @@ def test_a_model_trained_on_tensorflow_loads_on_jax(tiny_project):
         np.testing.assert_allclose(np.load(path + ".jax.npy"),
                                    keras.models.load_model(path).predict(probe, verbose=0),
                                    atol=1e-5)
+
+
+def test_the_tune_stage_on_jax_writes_the_same_files_whatever_the_trials_at_once(
+        tiny_project, jax_models):
+    """The tune stage, in processes of its own on JAX (as `dvc repro` runs it), one trial at
+    a time and two at once (HANDWRITING_TRIALS_AT_ONCE): the same tuned model, byte for byte,
+    and the same scores at every rung."""
+    values = yaml.safe_load((tiny_project / "jax.yaml").read_text())
+    values["tune"].update(sampler="tpe", n_trials=6, rungs=2, reduction=2, patience=1,
+                          tie_se=0.0)
+    values["tune"]["lenet5"] = {"learning_rate": {"low": 0.001, "high": 0.01, "log": True},
+                                "batch_size": [16, 32], "dropout": [0.2, 0.4]}
+    (tiny_project / "tune.yaml").write_text(yaml.safe_dump(values))
+    untuned = Path(jax_models[ARCHS.index("lenet5")])
+    written = {}
+    for at_once in ("1", "2"):
+        out = tiny_project / f"tuned-{at_once}"
+        _run([sys.executable, "-m", "handwriting.stages.tune", "--arch", "lenet5",
+              "--params", str(tiny_project / "tune.yaml"), "--split",
+              str(tiny_project / "split"), "--untuned-model", str(untuned),
+              "--untuned-history", str(untuned.with_suffix(".csv")),
+              "--untuned-metrics", str(untuned.with_suffix(".json")),
+              "--best-params", f"{out}/best.json", "--model", f"{out}/tuned.keras",
+              "--history", f"{out}/tuned.csv", "--metrics", f"{out}/tuned.json",
+              "--rungs", f"{out}/rungs.csv"], tiny_project,
+             MLFLOW_TRACKING_URI=f"sqlite:///{(tiny_project / 'mlflow.db').as_posix()}",
+             DVC_EXP_NAME="test-exp", HANDWRITING_TRIALS_AT_ONCE=at_once)
+        written[at_once] = {name: (out / name).read_bytes()
+                            for name in ("tuned.keras", "rungs.csv", "best.json")}
+    assert written["1"] == written["2"]

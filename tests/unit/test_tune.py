@@ -433,3 +433,82 @@ def test_the_stage_needs_the_untuned_model(tmp_path, tiny_split):
     with pytest.raises(FileNotFoundError, match="run `dvc repro train@lenet5` first"):
         run_tune(tmp_path, write_params(tmp_path), tiny_split,
                  (missing / "u.keras", missing / "u.csv", missing / "u.json"))
+
+
+# --- trials trained at once ----------------------------------------------------------------
+
+def test_a_tpe_slot_starts_early_only_among_the_random_first_draws():
+    assert search.may_start_early(7, {"dropout": 0.3})  # given up front: any time
+    assert all(search.may_start_early(n, None) for n in range(search.TPE_STARTUP))
+    assert not search.may_start_early(search.TPE_STARTUP, None)  # learns from all before it
+
+
+def test_trials_at_once_is_one_per_core_or_the_variable_and_one_on_tensorflow(monkeypatch):
+    import os
+
+    from handwriting.models.search.workers import AT_ONCE_ENV, MAX_AT_ONCE
+
+    monkeypatch.delenv(AT_ONCE_ENV, raising=False)
+    for cores, expected in ((1, 1), (3, 3), (16, MAX_AT_ONCE)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)),
+                            raising=False)
+        monkeypatch.setattr(os, "cpu_count", lambda n=cores: n)
+        assert search.trials_at_once("jax") == expected
+        assert search.trials_at_once("tensorflow") == 1
+    monkeypatch.setenv(AT_ONCE_ENV, "3")
+    assert search.trials_at_once("jax") == 3 and search.trials_at_once("tensorflow") == 1
+    for bad in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv(AT_ONCE_ENV, bad)
+        with pytest.raises(search.SearchError, match=f"{AT_ONCE_ENV} must be a whole number"):
+            search.trials_at_once("jax")
+
+
+@pytest.mark.slow
+def test_trials_trained_at_once_give_the_same_search_as_one_at_a_time(
+        tmp_path, tiny_split, mlflow_store, monkeypatch):
+    """TPE's draws, every score, the promotions and the winner are the same whether the
+    trials train one at a time or three at once; only TPE's random first draws and the
+    configurations given up front overlap."""
+    import threading
+
+    from handwriting.models.search import trials
+
+    real = trials.train_at_rung
+    lock = threading.Lock()
+    training: set[tuple[int, int]] = set()
+    starts: list[tuple[int, int, frozenset]] = []
+
+    def watched(context, rung, config, cid, **kwargs):
+        with lock:
+            starts.append((rung.index, cid, frozenset(training)))
+            training.add((rung.index, cid))
+        try:
+            return real(context, rung, config, cid, **kwargs)
+        finally:
+            with lock:
+                training.discard((rung.index, cid))
+
+    monkeypatch.setattr(trials, "train_at_rung", watched)
+    params = load_params(write_params(tmp_path, sampler="tpe", n_trials=7, reduction=2,
+                                      tie_se=0.0))
+
+    def once(folder, at_once):
+        folder.mkdir()
+        starts.clear()
+        result = search.search("lenet5", params, tiny_split, untuned_val_accuracy=0.0,
+                               scratch=folder, at_once=at_once)
+        return result, list(starts)
+
+    alone, alone_starts = once(tmp_path / "one", 1)
+    together, together_starts = once(tmp_path / "three", 3)
+    untimed = [[{k: v for k, v in r.items() if k != "wall_seconds"} for r in result.rungs]
+               for result in (alone, together)]
+    assert untimed[0] == untimed[1]
+    assert (alone.winner, alone.config, alone.val_accuracy) == (
+        together.winner, together.config, together.val_accuracy)
+    assert all(not others for _, _, others in alone_starts)
+    overlapped = [(rung, cid) for rung, cid, others in together_starts if others]
+    assert overlapped, "no two trials trained at once"
+    # TPE's modelled draws (rung 0, from configuration TPE_STARTUP on) waited for the others
+    assert all(not others for rung, cid, others in together_starts
+               if rung == 0 and cid >= search.TPE_STARTUP)

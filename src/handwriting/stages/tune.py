@@ -16,6 +16,11 @@ Every trial's score is drawn by ``dvc plots`` (``plots/tune/<arch>-rungs.csv``: 
 configuration and rung), and the metrics give the Spearman rank correlation of the scores of
 the configurations two neighbouring rungs share: how well a cheap rung predicts the next.
 
+On the JAX engine the stage trains several trials at once, each on a thread of its own: one
+per core (at most 4), or ``$HANDWRITING_TRIALS_AT_ONCE`` (1: one at a time). A small model's
+step leaves a core idle that a second trial fills; the trials, their scores and every output
+are the same whatever the number, so it is an environment variable, not a param.
+
 MLflow gets a parent run per search and a nested run per trial. With ``tune.workers`` > 1 the
 lower rungs run in that many worker processes sharing one Optuna study (``tune.storage``, or a
 temporary SQLite file); ``--worker`` runs one such worker, also on another machine against a
@@ -44,6 +49,7 @@ from handwriting.models.search import (
     tune_settings,
     work,
 )
+from handwriting.models.search.workers import AT_ONCE_ENV
 from handwriting.models.training import arch_settings, tracked_training
 from handwriting.params import ParamsError, load_params
 
@@ -143,8 +149,10 @@ def run(arch: str, params_path: Path, split_dir: Path, untuned_model: Path,
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (dvc.yaml passes every path)."""
-    parser = argparse.ArgumentParser(prog="python -m handwriting.stages.tune",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m handwriting.stages.tune", description=__doc__.split("\n\n")[0],
+        epilog=f"environment: {AT_ONCE_ENV}=N trains N trials at a time on the JAX engine "
+               "(default: one per core, at most 4; the outputs are the same for every N)")
     parser.add_argument("--arch", required=True, help="architecture (a tune.<arch> space)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--split", type=Path, required=True, help="split array folder")

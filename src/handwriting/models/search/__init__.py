@@ -72,20 +72,21 @@ from handwriting.models.search.trials import (
     TrialContext,
     best_epoch,
     chosen_settings,
+    may_start_early,
     run_waiting,
     subsample,
     train_at_rung,
     whole_batches,
 )
-from handwriting.models.search.workers import run_rung, work, worker_command
+from handwriting.models.search.workers import run_rung, trials_at_once, work, worker_command
 from handwriting.models.training import arch_settings
 from handwriting.params import SEARCH_SETTINGS, Params, Tune
 
 __all__ = [
     "TPE_STARTUP", "UNTUNED", "Rung", "SearchError", "SearchResult", "Space", "TrialContext",
-    "arch_schedule", "best_epoch", "chosen_settings",
-    "first_configurations", "in_space", "open_storage", "promoted", "rung_schedule", "search",
-    "subsample", "suggest", "train_at_rung", "tune_settings", "untuned_configuration",
+    "arch_schedule", "best_epoch", "chosen_settings", "first_configurations", "in_space",
+    "may_start_early", "open_storage", "promoted", "rung_schedule", "search", "subsample",
+    "suggest", "train_at_rung", "trials_at_once", "tune_settings", "untuned_configuration",
     "untuned_in_space", "whole_batches", "work", "worker_command",
 ]
 
@@ -114,14 +115,17 @@ def arch_schedule(settings: Tune, params: Params, arch: str) -> list[Rung]:
 
 
 def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: float,
-           scratch: Path, params_path: Path | None = None) -> SearchResult:
+           scratch: Path, params_path: Path | None = None,
+           at_once: int | None = None) -> SearchResult:
     """Run the successive-halving search of ``arch`` inside an MLflow parent run.
 
     ``untuned_val_accuracy`` is the untuned model's: configuration 0's top-rung result. The
     top-rung trials leave their weights and history in ``scratch``. Worker processes (when
-    ``tune.workers`` > 1) read ``params_path``. Raises :class:`SearchError` when every trial of
-    a rung failed."""
-    use_engine(arch_settings(params.train, arch)[0].engine)  # before Keras is first imported
+    ``tune.workers`` > 1) read ``params_path``. This process trains ``at_once`` trials at a
+    time (default: :func:`trials_at_once`); the result does not depend on it. Raises
+    :class:`SearchError` when every trial of a rung failed."""
+    engine = use_engine(arch_settings(params.train, arch)[0].engine)  # before Keras's import
+    at_once = trials_at_once(engine.backend) if at_once is None else at_once
     import mlflow
     import optuna
 
@@ -160,7 +164,7 @@ def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: 
             if rung.top:
                 queue(study, {c: v for c, v in configs.items() if c != UNTUNED}, space)
                 _add_untuned_result(study, untuned, space, untuned_val_accuracy, arch)
-                run_waiting(study, context)
+                run_waiting(study, context, at_once)
             else:
                 queue(study, configs, space)
                 command = None
@@ -168,7 +172,7 @@ def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: 
                     command = worker_command(arch, params_path or Path("params.yaml"),
                                              split_dir, url)
                 run_rung(study, context, url=url, workers=settings.workers,
-                         worker_cmd=command)
+                         worker_cmd=command, at_once=at_once)
             scores = rung_scores(study)
             known = rung_configurations(study)
             states += [t.state.name.lower() for t in study.get_trials(deepcopy=False)

@@ -8,6 +8,8 @@ import math
 import os
 import socket
 import sys
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,20 @@ from handwriting.models.fitting import (
 )
 from handwriting.models.history import mlflow_epoch_logger
 from handwriting.models.search.schedule import Rung
-from handwriting.models.search.settings import Space, in_space, suggest, tune_settings
+from handwriting.models.search.settings import (
+    TPE_STARTUP,
+    Space,
+    in_space,
+    suggest,
+    tune_settings,
+)
 from handwriting.models.search.studies import pending
 from handwriting.models.training import arch_settings, variant_ranges
 from handwriting.params import Params, Tune
+
+# Seeding and building a model draw from Python's global random state (Keras's default
+# layer seeds), which the threads of trials trained at once share: one at a time.
+_SEEDING = threading.Lock()
 
 
 @dataclass
@@ -143,8 +155,10 @@ def train_at_rung(context: TrialContext, rung: Rung, config: dict[str, Any], cid
     fit, hparams = chosen_settings(params, arch, config, epochs=rung.epochs)
     seed = params.base.seed
     label = f"{arch} rung {rung.index} config {cid}"
-    make_reproducible(seed + cid, params.base.deterministic)
-    model = build(arch, (params.base.image_size,) * 2 + (1,), labels.NUM_CLASSES, **hparams)
+    with _SEEDING:
+        make_reproducible(seed + cid, params.base.deterministic)
+        model = build(arch, (params.base.image_size,) * 2 + (1,), labels.NUM_CLASSES,
+                      **hparams)
     callbacks = [*(callbacks or []), _nan_guard(label)]
     data = subsample(*context.train, rung.share, seed)  # all of it at a share of 1
     if rung.share < 1:  # whole batches of a share: a short last batch is one more compile
@@ -169,13 +183,10 @@ def train_at_rung(context: TrialContext, rung: Rung, config: dict[str, Any], cid
     return best_epoch(history)["val_accuracy"]
 
 
-def run_trial(trial, context: TrialContext) -> float:
-    """Train one queued configuration at its rung's budget (the study's user attributes);
-    returns its validation accuracy. A nested MLflow run records it."""
-    import mlflow
+def start_trial(trial, context: TrialContext) -> tuple[Rung, int, dict[str, Any]]:
+    """The rung, configuration id and settings of a queued trial, recorded in the trial; a
+    TPE slot's settings are drawn now, by the sampler, from the trials finished by then."""
     import optuna
-
-    from handwriting import tracking
 
     if "config_id" not in trial.user_attrs:  # the queue ran dry under this worker
         trial.study.stop()
@@ -191,21 +202,31 @@ def run_trial(trial, context: TrialContext) -> float:
         for key, value in config.items():  # records the params Optuna knows
             if in_space(value, context.space[key]):
                 suggest(trial, key, context.space[key])
+    return rung, cid, config
+
+
+def train_trial(context: TrialContext, rung: Rung, cid: int, config: dict[str, Any], *,
+                number: int, parent: str | None) -> float:
+    """Train configuration ``cid`` at ``rung`` (Optuna's trial ``number``) in a nested MLflow
+    run under ``parent``; returns its validation accuracy."""
+    import mlflow
+
+    from handwriting import tracking
+
     arch = context.arch
     label = f"{arch} rung {rung.index} ({rung.share:.0%} of the data, {rung.epochs} epochs) " \
             f"config {cid} {config}"
-    parent = trial.study.user_attrs.get("mlflow_parent")
     tracking.configure()
     with mlflow.start_run(run_name=f"{arch}-rung{rung.index}-config{cid}",
                           parent_run_id=parent, nested=True):
         mlflow.set_tags({"architecture": arch, "variant": "trial", "rung": str(rung.index),
-                         "config_id": str(cid), "trial_number": str(trial.number),
+                         "config_id": str(cid), "trial_number": str(number),
                          "state": "running", **tracking.experiment_tags()})
         mlflow.log_params({**config, "rung.share": rung.share, "rung.epochs": rung.epochs})
         try:
             score = train_at_rung(context, rung, config, cid,
                                   callbacks=[mlflow_epoch_logger()])
-        except Exception as error:  # recorded as failed; Optuna's catch goes on
+        except Exception as error:  # recorded as failed; the caller goes on
             mlflow.set_tags({"state": "failed",
                              "error": f"{type(error).__name__}: {error}"[:500]})
             print(f"tune: {label}: failed ({error})", file=sys.stderr, flush=True)
@@ -216,11 +237,31 @@ def run_trial(trial, context: TrialContext) -> float:
         return score
 
 
-def run_waiting(study, context: TrialContext) -> int:
-    """Run the study's waiting trials in this process until none is left; returns how many
-    it took."""
+def run_trial(trial, context: TrialContext) -> float:
+    """Train one queued configuration at its rung's budget (the study's user attributes);
+    returns its validation accuracy. A nested MLflow run records it."""
+    rung, cid, config = start_trial(trial, context)
+    return train_trial(context, rung, cid, config, number=trial.number,
+                       parent=trial.study.user_attrs.get("mlflow_parent"))
+
+
+def may_start_early(number: int, config: dict[str, Any] | None) -> bool:
+    """Whether queued trial ``number`` may start while earlier ones still train, and still
+    get the settings it gets when they are trained one at a time: settings given up front
+    (the untuned ones, random, grid, promoted ones), or a TPE slot among TPE's first
+    :data:`TPE_STARTUP` draws, which are random whatever has finished (drawn in trial order,
+    they are the same draws). A later TPE slot learns from every earlier trial: it waits."""
+    return config is not None or number < TPE_STARTUP
+
+
+def run_waiting(study, context: TrialContext, at_once: int = 1) -> int:
+    """Run the study's waiting trials in this process until none is left, ``at_once`` of them
+    at a time (each on a thread of its own, as one at a time would train it: the same
+    settings and the same scores); returns how many it took."""
     from optuna.trial import TrialState
 
+    if at_once > 1:
+        return _run_together(study, context, at_once)
     taken = []
 
     def objective(trial) -> float:
@@ -235,3 +276,42 @@ def run_waiting(study, context: TrialContext) -> int:
         study.optimize(objective, callbacks=[stop_when_empty], catch=(Exception,))
     return len(taken)
 
+
+def _run_together(study, context: TrialContext, at_once: int) -> int:
+    """:func:`run_waiting` with ``at_once`` trials training at a time. This thread takes the
+    trials in queue order and draws their settings (:func:`may_start_early` says when), and
+    records every result; the threads only train."""
+    from optuna.trial import TrialState
+
+    parent = study.user_attrs.get("mlflow_parent")
+    training: dict[Future, Any] = {}
+    taken = 0
+    with ThreadPoolExecutor(at_once, thread_name_prefix="trial") as pool:
+        while True:
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if waiting and len(training) < at_once and (
+                    not training or may_start_early(waiting[0].number,
+                                                    waiting[0].user_attrs.get("config"))):
+                trial = study.ask()
+                if "config_id" not in trial.user_attrs:  # another worker took it meanwhile
+                    study.tell(trial, state=TrialState.PRUNED)
+                    continue
+                try:
+                    rung, cid, config = start_trial(trial, context)
+                except Exception as error:  # failed, as Optuna's catch records it alone
+                    print(f"tune: trial {trial.number} failed ({error})", file=sys.stderr)
+                    study.tell(trial, state=TrialState.FAIL)
+                    continue
+                training[pool.submit(train_trial, context, rung, cid, config,
+                                     number=trial.number, parent=parent)] = trial
+                taken += 1
+                continue
+            if not training:
+                return taken
+            done, _ = wait(training, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: training[f].number):
+                trial = training.pop(future)
+                if future.exception() is None:
+                    study.tell(trial, future.result())
+                else:  # reported by train_trial; the search goes on, as with one at a time
+                    study.tell(trial, state=TrialState.FAIL)

@@ -17,6 +17,29 @@ from handwriting.models.training import arch_settings
 from handwriting.params import Params
 
 STUCK_SECONDS = 60 * 60  # a rung whose running trials make no progress this long is an error
+AT_ONCE_ENV = "HANDWRITING_TRIALS_AT_ONCE"
+MAX_AT_ONCE = 4  # by default: one trial per core, up to this many
+
+
+def trials_at_once(backend: str) -> int:
+    """How many trials the stage's process trains at once, each on a thread of its own:
+    ``$HANDWRITING_TRIALS_AT_ONCE`` when set, else one per core this process may use (at most
+    :data:`MAX_AT_ONCE`). A small model's step leaves cores idle (Python between the steps,
+    operations too small to share out), which a second trial fills; the results are the same
+    whatever the number (the trials' settings and scores do not depend on it), so it is not a
+    param. TensorFlow engines (the VGG models, which share one cache of their base's
+    features) train one at a time."""
+    value = os.environ.get(AT_ONCE_ENV, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise SearchError(f"{AT_ONCE_ENV} must be a whole number of at least 1, got "
+                              f"{value!r}; unset it to train one trial per core at once")
+        wanted = int(value)
+    else:
+        cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")  # Linux
+                 else os.cpu_count() or 1)
+        wanted = min(cores, MAX_AT_ONCE)
+    return wanted if backend == "jax" else 1
 
 
 def worker_command(arch: str, params_path: Path, split_dir: Path, storage: str) -> list[str]:
@@ -59,10 +82,10 @@ def work(arch: str, params: Params, split_dir: Path, storage_url: str, *,
 
 
 def run_rung(study, context: TrialContext, *, url: str | None, workers: int,
-             worker_cmd: list[str] | None) -> None:
-    """Run every queued trial of a lower rung: in this process for one worker, else in
-    ``workers`` worker processes (``worker_cmd``); then finish any trial a killed worker
-    left behind."""
+             worker_cmd: list[str] | None, at_once: int = 1) -> None:
+    """Run every queued trial of a lower rung: in this process for one worker (``at_once``
+    at a time), else in ``workers`` worker processes (``worker_cmd``); then finish any trial
+    a killed worker left behind."""
     if workers > 1 and url is not None and worker_cmd is not None:
         processes = [subprocess.Popen(worker_cmd) for _ in range(workers)]
         for process in processes:
@@ -77,7 +100,7 @@ def run_rung(study, context: TrialContext, *, url: str | None, workers: int,
         if (waiting, running) != seen:
             last_change, seen = time.monotonic(), (waiting, running)
         if waiting:
-            run_waiting(study, context)
+            run_waiting(study, context, at_once)
         elif running:  # another machine's worker, or a killed one's trial going stale
             if time.monotonic() - last_change > STUCK_SECONDS:
                 raise SearchError(f"{running} trial(s) of {study.study_name} have been running "
