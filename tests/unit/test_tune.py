@@ -457,58 +457,67 @@ def test_trials_at_once_is_one_per_core_or_the_variable_and_one_on_tensorflow(mo
         assert search.trials_at_once("tensorflow") == 1
     monkeypatch.setenv(AT_ONCE_ENV, "3")
     assert search.trials_at_once("jax") == 3 and search.trials_at_once("tensorflow") == 1
+    assert search.trials_at_once("jax", 2) == 2 and search.trials_at_once("tensorflow", 2) == 1
     for bad in ("0", "two", "-1", "1.5"):
         monkeypatch.setenv(AT_ONCE_ENV, bad)
         with pytest.raises(search.SearchError, match=f"{AT_ONCE_ENV} must be a whole number"):
             search.trials_at_once("jax")
+    with pytest.raises(search.SearchError, match="at least 1, got 0"):
+        search.trials_at_once("jax", 0)
 
 
-@pytest.mark.slow
-def test_trials_trained_at_once_give_the_same_search_as_one_at_a_time(
-        tmp_path, tiny_split, mlflow_store, monkeypatch):
-    """TPE's draws, every score, the promotions and the winner are the same whether the
-    trials train one at a time or three at once; only TPE's random first draws and the
-    configurations given up front overlap."""
+def test_trials_at_once_run_the_same_search_as_one_at_a_time(monkeypatch):
+    """The scheduler alone (a stand-in for the training, whose score is a function of the
+    settings): TPE's draws, every score and the promotions are the same one at a time and
+    three at once; trials do overlap, but TPE's modelled draws wait for every trial before
+    them. (That real training gives the same bytes is the JAX tune-stage test in
+    tests/integration/test_engine_processes.py.)"""
     import threading
+    import time
+
+    import optuna
 
     from handwriting.models.search import trials
+    from handwriting.models.search.schedule import Rung
+    from handwriting.models.search.settings import make_sampler
+    from handwriting.models.search.studies import queue, rung_configurations, rung_scores
 
-    real = trials.train_at_rung
     lock = threading.Lock()
-    training: set[tuple[int, int]] = set()
-    starts: list[tuple[int, int, frozenset]] = []
+    training: set[int] = set()
+    starts: list[tuple[int, frozenset]] = []
 
-    def watched(context, rung, config, cid, **kwargs):
+    def stand_in(context, rung, cid, config, *, number, parent):
         with lock:
-            starts.append((rung.index, cid, frozenset(training)))
-            training.add((rung.index, cid))
-        try:
-            return real(context, rung, config, cid, **kwargs)
-        finally:
-            with lock:
-                training.discard((rung.index, cid))
+            starts.append((cid, frozenset(training)))
+            training.add(cid)
+        time.sleep(0.05)
+        with lock:
+            training.discard(cid)
+        return round(1 - abs(np.log10(config["learning_rate"]) + 2.5) / 3
+                     - config["dropout"] / 10, 6)
 
-    monkeypatch.setattr(trials, "train_at_rung", watched)
-    params = load_params(write_params(tmp_path, sampler="tpe", n_trials=7, reduction=2,
-                                      tie_se=0.0))
+    monkeypatch.setattr(trials, "train_trial", stand_in)
+    space = {"learning_rate": {"low": 0.0001, "high": 0.1, "log": True},
+             "dropout": [0.2, 0.3, 0.4, 0.5]}
+    configs = dict(enumerate(search.first_configurations(
+        settings(sampler="tpe", n_trials=9), space, {"learning_rate": 0.001, "dropout": 0.3},
+        seed=1)))
+    context = search.TrialContext("lenet5", None, space, (np.zeros(1), np.zeros(1)),
+                                  (np.zeros(1), np.zeros(1)))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    def once(folder, at_once):
-        folder.mkdir()
+    def once(at_once):
         starts.clear()
-        result = search.search("lenet5", params, tiny_split, untuned_val_accuracy=0.0,
-                               scratch=folder, at_once=at_once)
-        return result, list(starts)
+        study = optuna.create_study(direction="maximize",
+                                    sampler=make_sampler("tpe", space, 1))
+        study.set_user_attr("rung", vars(Rung(0, 0.25, 1, False)))
+        queue(study, configs, space)
+        assert trials.run_waiting(study, context, at_once) == 9
+        return rung_configurations(study), rung_scores(study), list(starts)
 
-    alone, alone_starts = once(tmp_path / "one", 1)
-    together, together_starts = once(tmp_path / "three", 3)
-    untimed = [[{k: v for k, v in r.items() if k != "wall_seconds"} for r in result.rungs]
-               for result in (alone, together)]
-    assert untimed[0] == untimed[1]
-    assert (alone.winner, alone.config, alone.val_accuracy) == (
-        together.winner, together.config, together.val_accuracy)
-    assert all(not others for _, _, others in alone_starts)
-    overlapped = [(rung, cid) for rung, cid, others in together_starts if others]
-    assert overlapped, "no two trials trained at once"
-    # TPE's modelled draws (rung 0, from configuration TPE_STARTUP on) waited for the others
-    assert all(not others for rung, cid, others in together_starts
-               if rung == 0 and cid >= search.TPE_STARTUP)
+    alone, together = once(1), once(3)
+    assert alone[:2] == together[:2]
+    assert len(set(map(str, alone[0].values()))) == 9  # nine different configurations
+    assert all(not others for _, others in alone[2])
+    assert any(others for _, others in together[2]), "no two trials trained at once"
+    assert all(not others for cid, others in together[2] if cid >= search.TPE_STARTUP)

@@ -122,10 +122,11 @@ def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: 
     ``untuned_val_accuracy`` is the untuned model's: configuration 0's top-rung result. The
     top-rung trials leave their weights and history in ``scratch``. Worker processes (when
     ``tune.workers`` > 1) read ``params_path``. This process trains ``at_once`` trials at a
-    time (default: :func:`trials_at_once`); the result does not depend on it. Raises
+    time on JAX (:func:`trials_at_once`: by default one per core); the result does not depend
+    on it. Raises
     :class:`SearchError` when every trial of a rung failed."""
     engine = use_engine(arch_settings(params.train, arch)[0].engine)  # before Keras's import
-    at_once = trials_at_once(engine.backend) if at_once is None else at_once
+    at_once = trials_at_once(engine.backend, at_once)
     import mlflow
     import optuna
 

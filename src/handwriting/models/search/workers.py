@@ -21,24 +21,25 @@ AT_ONCE_ENV = "HANDWRITING_TRIALS_AT_ONCE"
 MAX_AT_ONCE = 4  # by default: one trial per core, up to this many
 
 
-def trials_at_once(backend: str) -> int:
+def trials_at_once(backend: str, wanted: int | None = None) -> int:
     """How many trials the stage's process trains at once, each on a thread of its own:
-    ``$HANDWRITING_TRIALS_AT_ONCE`` when set, else one per core this process may use (at most
-    :data:`MAX_AT_ONCE`). A small model's step leaves cores idle (Python between the steps,
-    operations too small to share out), which a second trial fills; the results are the same
-    whatever the number (the trials' settings and scores do not depend on it), so it is not a
-    param. TensorFlow engines (the VGG models, which share one cache of their base's
-    features) train one at a time."""
-    value = os.environ.get(AT_ONCE_ENV, "").strip()
-    if value:
-        if not value.isdigit() or int(value) < 1:
+    ``wanted``, else ``$HANDWRITING_TRIALS_AT_ONCE`` when set, else one per core this process
+    may use (at most :data:`MAX_AT_ONCE`). A small model's step leaves cores idle (Python
+    between the steps, operations too small to share out), which a second trial fills; the
+    results are the same whatever the number (the trials' settings and scores do not depend on
+    it), so it is not a param. Always 1 on TensorFlow engines (the VGG models): their input
+    pipeline (tf.data) seeds its shuffling from TensorFlow's process-wide seed, which another
+    trial's seeding would change under it."""
+    if wanted is None:
+        value = os.environ.get(AT_ONCE_ENV, "").strip()
+        if value and (not value.isdigit() or int(value) < 1):
             raise SearchError(f"{AT_ONCE_ENV} must be a whole number of at least 1, got "
                               f"{value!r}; unset it to train one trial per core at once")
-        wanted = int(value)
-    else:
         cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")  # Linux
                  else os.cpu_count() or 1)
-        wanted = min(cores, MAX_AT_ONCE)
+        wanted = int(value) if value else min(cores, MAX_AT_ONCE)
+    elif wanted < 1:
+        raise SearchError(f"trials at once must be at least 1, got {wanted}")
     return wanted if backend == "jax" else 1
 
 
