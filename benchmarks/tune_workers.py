@@ -4,7 +4,8 @@
 
 Runs the ``tune@<arch>`` stage's search on the pipeline's split (run ``dvc repro train@<arch>``
 first: the search starts from the untuned model's summary) once per worker count and number of
-trials at once, each time with a fresh temporary SQLite study and a temporary MLflow store, and
+trials at once, each time with a fresh study (in memory for one worker, as the stage runs it;
+else a temporary SQLite file) and a temporary MLflow store, and
 prints the wall seconds of every rung and whether all found the same winner with the same
 scores:
 
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch)
             values = yaml.safe_load(args.params.read_text())
-            values["tune"].update(workers=workers, storage=f"sqlite:///{folder / 'study.db'}")
+            # one worker: in memory, as the stage runs it (trials at once need that)
+            values["tune"].update(workers=workers, storage=None if workers == 1 else
+                                  f"sqlite:///{folder / 'study.db'}")
             params_path = folder / "params.yaml"
             params_path.write_text(yaml.safe_dump(values))
             os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"

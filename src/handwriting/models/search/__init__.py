@@ -172,8 +172,10 @@ def search(arch: str, params: Params, split_dir: Path, *, untuned_val_accuracy: 
                 if url is not None and settings.workers > 1:
                     command = worker_command(arch, params_path or Path("params.yaml"),
                                              split_dir, url)
+                # Threads' trials send no heartbeat, which another process sharing a stored
+                # study would take for a dead worker's: at once only in memory.
                 run_rung(study, context, url=url, workers=settings.workers,
-                         worker_cmd=command, at_once=at_once)
+                         worker_cmd=command, at_once=at_once if url is None else 1)
             scores = rung_scores(study)
             known = rung_configurations(study)
             states += [t.state.name.lower() for t in study.get_trials(deepcopy=False)
